@@ -1,0 +1,179 @@
+"""Command line: ``specexit generate | init-draft | make-tiny | convert``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import SpecExitError
+from .exit_policy import DEFAULT_THRESHOLDS, SIGNAL_NAMES
+
+
+def _signals(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()] if text else []
+    bad = [n for n in names if n not in SIGNAL_NAMES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown signal(s) {bad}; choose from {','.join(SIGNAL_NAMES)}")
+    return names
+
+
+def _thresholds(text: str) -> dict[str, float]:
+    """'confidence=0.8,progress=0.3' -> dict; an empty string is rejected."""
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"threshold {part!r} must look like name=value")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"threshold value {value!r} is not a number") from e
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="specexit", description="SpecExit: speculative decoding with early exit")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="generate with a target (and draft)")
+    g.add_argument("--target", required=True, help="HF model folder of the target")
+    g.add_argument("--draft", help="draft folder (EAGLE-3 / SpecExit checkpoint)")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--mode", choices=["vanilla", "spec", "specexit"], default=None,
+                   help="default: specexit with a draft, vanilla without")
+    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    g.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching (default 60,6,10)")
+    g.add_argument("--chain", type=int, default=0, help="use a chain of this many draft tokens instead of a tree")
+    g.add_argument("--thresholds", type=_thresholds, default=None,
+                   help="exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200 (default: all three)")
+    g.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
+    g.add_argument("--alpha", type=float, default=0.1)
+    g.add_argument("--window", type=int, default=10)
+    g.add_argument("--min-thinking-tokens", type=int, default=0)
+    g.add_argument("--connectors", default="", help="comma-separated connector words that start a boundary, "
+                                                    "e.g. Wait,But,So")
+    g.add_argument("--think-start", default="<think>")
+    g.add_argument("--think-end", default="</think>")
+    g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    g.add_argument("--no-thinking", action="store_true", help="enable_thinking=False in the chat template")
+    g.add_argument("--system", default=None)
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--stream", action="store_true", help="print text as it is generated")
+
+    d = sub.add_parser("init-draft", help="write an untrained SpecExit draft sized for a target")
+    d.add_argument("--target", required=True)
+    d.add_argument("--out", required=True)
+    d.add_argument("--signals", type=_signals, default=list(SIGNAL_NAMES),
+                   help="comma-separated subset of confidence,progress,remain ('' for a plain EAGLE-3 draft)")
+    d.add_argument("--draft-vocab", type=int, default=32000)
+    d.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("make-tiny", help="write a tiny random-weight target with a tokenizer (tests)")
+    t.add_argument("--arch", choices=["llama", "qwen2", "qwen3"], default="qwen3")
+    t.add_argument("--out", required=True)
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--layers", type=int, default=4)
+    t.add_argument("--seed", type=int, default=0)
+
+    c = sub.add_parser("convert", help="add SpecExit signal rows to a plain EAGLE-3 draft")
+    c.add_argument("--eagle3", required=True, help="EAGLE-3 draft folder (EAGLE / AngelSlim layout)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--signals", type=_signals, default=list(SIGNAL_NAMES))
+    c.add_argument("--target", default=None, help="target folder (needed when the checkpoint has no embeddings)")
+    return p
+
+
+def _cmd_generate(a) -> int:
+    from .engine import SpecExitGenerator
+    from .exit_policy import ExitConfig
+    from .proposer import TreeConfig
+    from .sampling import SamplingParams
+
+    mode = a.mode or ("specexit" if a.draft else "vanilla")
+    try:
+        total, depth, branching = (int(x) for x in a.tree.split(","))
+    except ValueError:
+        raise SpecExitError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
+    tree = TreeConfig(total_tokens=total, depth=a.chain or depth, branching=branching, chain=a.chain > 0)
+    exit_cfg = ExitConfig(thresholds=a.thresholds if a.thresholds is not None else dict(DEFAULT_THRESHOLDS),
+                          smoothing=a.smoothing, alpha=a.alpha, window=a.window,
+                          min_thinking_tokens=a.min_thinking_tokens,
+                          connectors=tuple(c for c in a.connectors.split(",") if c.strip()),
+                          think_start=a.think_start, think_end=a.think_end)
+    gen = SpecExitGenerator.from_pretrained(a.target, a.draft, dtype=a.dtype, think_start=a.think_start,
+                                            think_end=a.think_end)
+    sampling = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed)
+    stream = gen.stream(a.prompt, mode=mode, max_new_tokens=a.max_new_tokens, sampling=sampling, tree=tree,
+                        exit_config=exit_cfg, chat=not a.no_chat, enable_thinking=not a.no_thinking,
+                        system=a.system)
+    for chunk in stream:
+        if a.stream and not a.json:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+    r = stream.result
+    if a.json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+    else:
+        if not a.stream:
+            print(r.text)
+        acc = f", mean accept length {r.mean_accept_length:.2f}" if r.accept_lengths else ""
+        ex = f", exited early at thinking token {r.exit['thinking_tokens']}" if r.exit else ""
+        print(f"\n[{r.mode}] {r.new_tokens} new tokens ({r.thinking_tokens} thinking) in {r.wall_s:.2f}s"
+              f"{acc}{ex}", file=sys.stderr)
+    return 0
+
+
+def _cmd_init_draft(a) -> int:
+    from .draft import init_draft
+    from .target import TargetModel
+
+    target = TargetModel.from_pretrained(a.target)
+    if a.draft_vocab <= 0:
+        raise SpecExitError(f"--draft-vocab must be positive, got {a.draft_vocab}")
+    draft = init_draft(target, signals=a.signals, draft_vocab_size=a.draft_vocab, seed=a.seed)
+    draft.save_pretrained(a.out)
+    print(f"wrote untrained draft ({draft.cfg.draft_vocab_size} draft tokens, signals {draft.signals}) to {a.out}")
+    return 0
+
+
+def _cmd_make_tiny(a) -> int:
+    from .tiny import make_tiny
+
+    out = make_tiny(a.arch, a.out, hidden=a.hidden, layers=a.layers, seed=a.seed)
+    print(f"wrote tiny {a.arch} model to {out}")
+    return 0
+
+
+def _cmd_convert(a) -> int:
+    from .draft import Eagle3Draft, add_signal_rows
+    from .target import TargetModel
+
+    target = TargetModel.from_pretrained(a.target) if a.target else None
+    draft = Eagle3Draft.from_pretrained(a.eagle3, target=target)
+    new = add_signal_rows(draft, a.signals)
+    new.save_pretrained(a.out)
+    print(f"wrote {a.out}: fc {list(draft.fc.weight.shape)} -> {list(new.fc.weight.shape)} (signals {a.signals})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"generate": _cmd_generate, "init-draft": _cmd_init_draft, "make-tiny": _cmd_make_tiny,
+               "convert": _cmd_convert}[args.cmd]
+    try:
+        return handler(args)
+    except SpecExitError as e:
+        print(f"specexit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""SpecExitGenerator: plain decoding, EAGLE-3 speculative decoding, and SpecExit (spec + early exit).
+
+One round of speculative decoding (batch size 1):
+  1. the draft proposes a tree rooted at the last committed token (``pending``),
+  2. the target verifies pending tokens + tree in one forward (tree attention mask),
+  3. greedy / rejection sampling picks the accepted path and a bonus token,
+  4. the KV cache keeps the accepted path only; the exit signals are read from the draft's fusion
+     layer over the newly verified positions and handed to the exit policy with the round's tokens,
+  5. on exit the round is cut after the boundary and the think-end token is forced next,
+  6. the draft consumes (target feature, next token) pairs of the kept positions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from .boundaries import BoundaryDetector
+from .chat import build_prompt, split_reasoning_ids
+from .draft import Eagle3Draft
+from .errors import ConfigError, TokenizerError
+from .exit_policy import ExitConfig, ExitPolicy
+from .proposer import DraftProposer, TreeConfig
+from .sampling import SamplingParams, probs_from_logits, sample
+from .target import TargetModel, compact_cache, crop_cache
+from .tree import DraftTree, verification_inputs
+from .verify import verify_greedy, verify_sampling
+
+MODES = ("vanilla", "spec", "specexit")
+
+
+@dataclass
+class StreamChunk:
+    token_ids: list[int]
+    text: str  # decoded text delta
+    phase: str  # "reasoning" | "answer" | "marker" (the think-start / think-end token itself)
+
+
+@dataclass
+class GenerationResult:
+    mode: str
+    text: str
+    reasoning: str
+    answer: str
+    token_ids: list[int]
+    prompt_tokens: int
+    new_tokens: int
+    thinking_tokens: int
+    accept_lengths: list[int]
+    exited_early: bool
+    exit: dict | None
+    finish_reason: str  # "stop" | "length"
+    wall_s: float
+    signal_history: list = field(default_factory=list)
+
+    @property
+    def mean_accept_length(self) -> float:
+        return sum(self.accept_lengths) / len(self.accept_lengths) if self.accept_lengths else 0.0
+
+    def to_dict(self, history: bool = False) -> dict:
+        d = {k: getattr(self, k) for k in (
+            "mode", "text", "reasoning", "answer", "new_tokens", "thinking_tokens", "prompt_tokens",
+            "accept_lengths", "exited_early", "exit", "finish_reason", "wall_s")}
+        d["mean_accept_length"] = round(self.mean_accept_length, 4)
+        d["token_ids"] = self.token_ids
+        if history:
+            d["signal_history"] = [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in self.signal_history]
+        return d
+
+
+class _Detokenizer:
+    """Incremental decoding that never emits half a multi-byte character."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok, self.ids, self.emitted = tokenizer, [], 0
+
+    def push(self, ids: list[int]) -> str:
+        self.ids += ids
+        text = self.tok.decode(self.ids, skip_special_tokens=False)
+        if text.endswith("\ufffd"):
+            return ""
+        delta, self.emitted = text[self.emitted :], len(text)
+        return delta
+
+
+class GenerationStream:
+    """Iterate for StreamChunks; ``result`` is set once iteration has finished."""
+
+    def __init__(self, chunks: Iterator[StreamChunk]) -> None:
+        self._chunks = chunks
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        return self._chunks
+
+
+class SpecExitGenerator:
+    def __init__(self, target: TargetModel, tokenizer, draft: Eagle3Draft | None = None,
+                 think_start: str = "<think>", think_end: str = "</think>", proposer_factory=None) -> None:
+        self.target, self.tokenizer, self.draft = target, tokenizer, draft
+        # builds the proposer for one generation: (draft, tree config, sampling) -> DraftProposer-like
+        self.proposer_factory = proposer_factory or DraftProposer
+        if draft is not None:
+            draft.check_target(target)
+        self.think_start, self.think_end = think_start, think_end
+        vocab = tokenizer.get_vocab()
+        self.think_start_id = vocab.get(think_start)
+        self.think_end_id = vocab.get(think_end)
+        self.stop_ids = self._stop_ids()
+
+    @classmethod
+    def from_pretrained(cls, target_dir: str | Path, draft_dir: str | Path | None = None, dtype: str = "float32",
+                        tokenizer_dir: str | Path | None = None, **kw) -> SpecExitGenerator:
+        target = TargetModel.from_pretrained(target_dir, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or target_dir), local_files_only=True)
+        draft = None
+        if draft_dir is not None:
+            draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=target.dtype)
+        return cls(target, tokenizer, draft, **kw)
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(self.tokenizer, "eos_token_id", None),
+                    getattr(getattr(self.target.model, "generation_config", None), "eos_token_id", None)):
+            if isinstance(src, int):
+                ids.add(src)
+            elif isinstance(src, (list, tuple)):
+                ids.update(int(i) for i in src)
+        im_end = self.tokenizer.get_vocab().get("<|im_end|>")
+        if im_end is not None:
+            ids.add(im_end)
+        return ids
+
+    # ------------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str, chat: bool = True, enable_thinking: bool = True,
+                      system: str | None = None) -> list[int]:
+        text = build_prompt(self.tokenizer, prompt, system=system, enable_thinking=enable_thinking, raw=not chat)
+        ids = self.tokenizer.encode(text, add_special_tokens=not chat)
+        if not ids:
+            raise ConfigError("the prompt is empty after tokenisation")
+        return ids
+
+    def generate(self, prompt: str | None = None, **kw) -> GenerationResult:
+        stream = self.stream(prompt, **kw)
+        for _ in stream:
+            pass
+        assert stream.result is not None
+        return stream.result
+
+    def stream(self, prompt: str | None = None, *, input_ids: list[int] | None = None, mode: str = "specexit",
+               max_new_tokens: int = 512, sampling: SamplingParams | None = None, tree: TreeConfig | None = None,
+               exit_config: ExitConfig | None = None, chat: bool = True, enable_thinking: bool = True,
+               system: str | None = None) -> GenerationStream:
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if mode != "vanilla" and self.draft is None:
+            raise ConfigError(f"mode {mode!r} needs a draft model (--draft DIR); use mode 'vanilla' without one")
+        exit_config = exit_config or ExitConfig(think_start=self.think_start, think_end=self.think_end)
+        if mode == "specexit" and self.think_end_id is None:
+            raise TokenizerError(
+                f"the tokenizer has no {self.think_end!r} token, so SpecExit cannot end the thinking span; "
+                "pass the model's think-end marker (--think-end) or use mode 'spec'")
+        if input_ids is None:
+            if prompt is None:
+                raise ConfigError("give a prompt or input_ids")
+            input_ids = self.encode_prompt(prompt, chat=chat, enable_thinking=enable_thinking, system=system)
+        if not input_ids:
+            raise ConfigError("input_ids is empty")
+        sampling = sampling or SamplingParams()
+        policy = ExitPolicy(
+            exit_config,
+            BoundaryDetector(lambda i: self.tokenizer.decode([i]), exit_config.paragraph_boundaries,
+                             exit_config.connectors),
+            self.think_start_id, self.think_end_id if self.think_end_id is not None else -1,
+            available_signals=self.draft.signals if self.draft is not None else [],
+            enabled=mode == "specexit")
+        tail = self.tokenizer.decode(input_ids[-8:], skip_special_tokens=False)
+        policy.start(input_ids, tail)
+        out = GenerationStream(iter(()))
+        out._chunks = self._chunks(out, list(input_ids), mode, max_new_tokens, sampling, tree or TreeConfig(), policy)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def _chunks(self, out: GenerationStream, prompt_ids, mode, max_new, sampling, tree_cfg, policy):
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+        opened = policy.in_thinking
+        detok = _Detokenizer(self.tokenizer)
+        phase = "reasoning" if opened else "answer"
+        generated: list[int] = []
+        accept_lengths: list[int] = []
+        finish = "length"
+
+        def emit(tokens: list[int]) -> Iterator[StreamChunk]:
+            nonlocal phase
+            for seg_start, seg in _segments(tokens, {self.think_start_id, self.think_end_id}):
+                del seg_start
+                if seg[0] in (self.think_start_id, self.think_end_id) and len(seg) == 1:
+                    phase = "reasoning" if seg[0] == self.think_start_id else "answer"
+                    yield StreamChunk(seg, detok.push(seg), "marker")
+                else:
+                    yield StreamChunk(seg, detok.push(seg), phase)
+
+        steps = self._vanilla(prompt_ids, max_new, sampling, gen) if mode == "vanilla" else \
+            self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen)
+        for tokens, accepted in steps:
+            stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
+            if stop_at is not None:
+                tokens = tokens[: stop_at + 1]
+            tokens = tokens[: max_new - len(generated)]
+            if mode != "specexit":
+                policy.step(tokens, None)
+            generated += tokens
+            if accepted is not None:
+                accept_lengths.append(accepted)
+            if tokens:
+                yield from emit(tokens)
+            if stop_at is not None and tokens and tokens[-1] in self.stop_ids:
+                finish = "stop"
+                break
+            if len(generated) >= max_new:
+                break
+        # make sure any held-back partial character is flushed
+        tail = self.tokenizer.decode(detok.ids, skip_special_tokens=False)[detok.emitted:]
+        if tail:
+            yield StreamChunk([], tail, phase)
+        body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
+        reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
+        record = policy.record
+        out.result = GenerationResult(
+            mode=mode,
+            text=self.tokenizer.decode(body, skip_special_tokens=False),
+            reasoning=self.tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
+            answer=self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+            token_ids=generated,
+            prompt_tokens=len(prompt_ids),
+            new_tokens=len(generated),
+            thinking_tokens=policy.thinking_tokens,
+            accept_lengths=accept_lengths,
+            exited_early=record is not None,
+            exit=record.to_dict() if record is not None else None,
+            finish_reason=finish,
+            wall_s=time.perf_counter() - t0,
+            signal_history=list(policy.history),
+        )
+
+    def _choose(self, logits: torch.Tensor, sampling: SamplingParams, gen) -> int:
+        if sampling.greedy:
+            return int(logits.argmax())
+        return sample(probs_from_logits(logits, sampling), gen)
+
+    @torch.inference_mode()
+    def _vanilla(self, prompt_ids, max_new, sampling, gen):
+        """Plain decoding with the target: the reference the speculative modes must reproduce."""
+        cache = self.target.new_cache()
+        logits, _ = self.target.forward(torch.tensor([prompt_ids]), cache, last_only=True)
+        for _ in range(max_new):
+            tok = self._choose(logits[-1], sampling, gen)
+            yield [tok], None
+            logits, _ = self.target.forward(torch.tensor([[tok]]), cache, last_only=True)
+
+    @torch.inference_mode()
+    def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, policy: ExitPolicy, gen):
+        target, draft = self.target, self.draft
+        assert draft is not None
+        specexit = policy.enabled
+        proposer = self.proposer_factory(draft, tree_cfg, sampling)
+        cache = target.new_cache()
+        logits, hidden = target.forward(torch.tensor([prompt_ids]), cache)
+        first = self._choose(logits[-1], sampling, gen)
+        fused, _ = draft.fuse(hidden)
+        proposer.commit(fused, prompt_ids[1:] + [first])
+        if specexit:
+            policy.step([first], None)  # prompt positions carry no signal
+        yield [first], None
+        pending = [first]
+        produced = 1
+        while produced < max_new:
+            tree = proposer.propose(gen) if len(pending) == 1 else DraftTree.empty()
+            past = cache.get_seq_length()
+            ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
+            logits, hidden = target.forward(ids, cache, pos, mask)
+            p = len(pending)
+            node_logits = logits[p - 1 :]
+            verdict = (verify_greedy(node_logits, tree) if sampling.greedy
+                       else verify_sampling(node_logits, tree, sampling, gen))
+            acc = verdict.accepted
+            compact_cache(cache, past + p, acc)
+            emitted = [tree.tokens[i] for i in acc] + [verdict.bonus]
+            known = torch.cat([hidden[:p], hidden[[p + i for i in acc]]]) if acc else hidden[:p]
+            fused, sig = draft.fuse(known)
+            forced = False
+            if specexit:
+                signals = {n: float(v.mean()) for n, v in sig.items()} if sig else None
+                # the policy must not see tokens the caller will drop (stop token / length cap)
+                visible = _truncate(emitted, self.stop_ids, max_new - produced)
+                decision = policy.step(visible, signals)
+                if decision.exit:
+                    emitted, forced = visible[: decision.keep] + [self.think_end_id], True
+            produced += len(emitted)
+            yield emitted, len(acc) + 1
+            if produced >= max_new or any(t in self.stop_ids for t in emitted):
+                return
+            # bring the target cache and the draft up to the kept sequence
+            seq = pending + emitted
+            n_known = min(p + len(acc), len(seq) - 1)
+            if forced:
+                crop_cache(cache, past + n_known)
+            proposer.commit(fused[:n_known], seq[1 : n_known + 1])
+            pending = seq[n_known:]
+
+
+def _truncate(tokens: list[int], stop_ids: set[int], budget: int) -> list[int]:
+    stop_at = next((i for i, t in enumerate(tokens) if t in stop_ids), None)
+    if stop_at is not None:
+        tokens = tokens[: stop_at + 1]
+    return tokens[: max(budget, 0)]
+
+
+def _segments(tokens: list[int], markers: set[int | None]):
+    """Split a token list so that each marker token stands alone (for phase tagging)."""
+    start = 0
+    for i, t in enumerate(tokens):
+        if t in markers:
+            if i > start:
+                yield start, tokens[start:i]
+            yield i, [t]
+            start = i + 1
+    if start < len(tokens):
+        yield start, tokens[start:]

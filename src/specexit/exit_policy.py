@@ -1,0 +1,232 @@
+"""The SpecExit exit rule, as a pure state machine (no torch; unit-testable on plain lists).
+
+Per decoding round the engine hands over the round's emitted tokens and the round's raw signals
+(averaged over the newly verified positions).  The policy smooths the signals, tracks the thinking
+span, finds the first semantic boundary among the round's tokens and decides whether to cut there.
+On exit the engine keeps ``decision.keep`` tokens of the round and forces the think-end token next.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from .boundaries import BoundaryDetector
+from .errors import ConfigError
+
+SIGNAL_NAMES: tuple[str, ...] = ("confidence", "progress", "remain")
+# remain counts tokens still to come: small is good.  The other two are probabilities: large is good.
+_LOWER_IS_BETTER = frozenset({"remain"})
+DEFAULT_THRESHOLDS: dict[str, float] = {"confidence": 0.8, "progress": 0.3, "remain": 200.0}
+SMOOTHING_METHODS: tuple[str, ...] = ("ewma", "momentum", "window", "none")
+
+
+@dataclass
+class ExitConfig:
+    """Settings of the exit rule.  Defaults follow the paper / reference implementation."""
+
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    smoothing: str = "ewma"
+    alpha: float = 0.1  # EWMA weight of the newest value
+    window: int = 10  # window of "momentum" and "window" smoothing
+    min_thinking_tokens: int = 0
+    paragraph_boundaries: bool = True
+    connectors: tuple[str, ...] = ()
+    # decide on the smoothed value *before* this round's read-out, as the reference code does (its
+    # read-out only exists after the decision); default: use this round's value too (fresher)
+    lagged: bool = False
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+
+    def validate(self, available_signals: Sequence[str] | None = None) -> None:
+        """Raise ConfigError for any setting that would make the rule silently never fire."""
+        if not self.thresholds:
+            raise ConfigError("exit policy needs at least one signal threshold (confidence, progress, remain)")
+        for name, value in self.thresholds.items():
+            if name not in SIGNAL_NAMES:
+                raise ConfigError(f"unknown exit signal {name!r}; known signals: {', '.join(SIGNAL_NAMES)}")
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise ConfigError(f"threshold for {name!r} must be a number, got {value!r}")
+        if available_signals is not None:
+            missing = [n for n in self.thresholds if n not in available_signals]
+            if missing:
+                have = ", ".join(available_signals) or "none"
+                raise ConfigError(
+                    f"exit thresholds name signal(s) {missing} but the draft predicts only [{have}]; "
+                    "drop those thresholds or use a draft trained with them"
+                )
+        if self.smoothing not in SMOOTHING_METHODS:
+            raise ConfigError(f"smoothing must be one of {SMOOTHING_METHODS}, got {self.smoothing!r}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.window < 1:
+            raise ConfigError(f"window must be >= 1, got {self.window}")
+        if self.min_thinking_tokens < 0:
+            raise ConfigError(f"min_thinking_tokens must be >= 0, got {self.min_thinking_tokens}")
+        if not self.paragraph_boundaries and not self.connectors:
+            raise ConfigError("no boundary kind enabled: enable paragraph boundaries or give connector words")
+
+
+class SignalSmoother:
+    """Smooths one scalar series (``value`` is None until the method has enough history).
+
+    - ``ewma``: s_t = a*x_t + (1-a)*s_{t-1}, initialised with the first value.
+    - ``window``: mean of the last ``window`` values.
+    - ``momentum``: linear extrapolation, the last value plus the mean step over the last ``window``
+      values; defined once ``window`` values were seen (as in the reference implementation).
+    - ``none``: the raw value.
+    """
+
+    def __init__(self, method: str = "ewma", alpha: float = 0.1, window: int = 10) -> None:
+        if method not in SMOOTHING_METHODS:
+            raise ConfigError(f"smoothing must be one of {SMOOTHING_METHODS}, got {method!r}")
+        self.method, self.alpha, self.window = method, alpha, window
+        self._values: deque[float] = deque(maxlen=window)
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        self._values.append(x)
+        if self.method == "ewma":
+            self.value = x if self.value is None else self.alpha * x + (1.0 - self.alpha) * self.value
+        elif self.method == "none":
+            self.value = x
+        elif self.method == "window":
+            self.value = sum(self._values) / len(self._values)
+        elif len(self._values) < self.window:  # momentum, not enough history yet
+            self.value = None
+        else:
+            vals = list(self._values)
+            self.value = vals[-1] + (vals[-1] - vals[0]) / (len(vals) - 1) if len(vals) > 1 else vals[-1]
+        return self.value
+
+
+@dataclass
+class ExitRecord:
+    """Why and where the policy exited (telemetry)."""
+
+    round: int
+    thinking_tokens: int  # thinking tokens kept, the boundary included
+    new_tokens: int  # generated tokens kept before the forced think-end token
+    boundary: str  # "paragraph" | "connector"
+    boundary_text: str
+    raw: dict[str, float]
+    smoothed: dict[str, float]
+    thresholds: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExitDecision:
+    keep: int | None = None  # tokens of this round to keep; None = no exit
+    record: ExitRecord | None = None
+
+    @property
+    def exit(self) -> bool:
+        return self.keep is not None
+
+
+def passes(name: str, value: float, threshold: float) -> bool:
+    return value < threshold if name in _LOWER_IS_BETTER else value > threshold
+
+
+class ExitPolicy:
+    """Tracks the thinking span and applies the exit rule round by round."""
+
+    def __init__(
+        self,
+        config: ExitConfig,
+        detector: BoundaryDetector,
+        think_start_id: int | None,
+        think_end_id: int,
+        available_signals: Sequence[str] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        if enabled:
+            config.validate(available_signals)
+        self.config, self.detector, self.enabled = config, detector, enabled
+        self.think_start_id, self.think_end_id = think_start_id, think_end_id
+        self.smoothers = {
+            n: SignalSmoother(config.smoothing, config.alpha, config.window) for n in config.thresholds
+        }
+        self.in_thinking = False
+        self.finished = False  # thinking ended (naturally or by exit): no more checks
+        self.thinking_tokens = 0
+        self.new_tokens = 0
+        self.rounds = 0
+        self.record: ExitRecord | None = None
+        # (thinking position, raw, smoothed) per round, for signal-trace plots
+        self.history: list[tuple[int, dict[str, float], dict[str, float]]] = []
+
+    def start(self, prompt_ids: Sequence[int], prompt_text_tail: str = "") -> None:
+        """Inspect the prompt: a template may open the thinking span itself (e.g. ends with <think>)."""
+        self.detector.reset(prompt_text_tail)
+        last_start = max((i for i, t in enumerate(prompt_ids) if t == self.think_start_id), default=-1)
+        last_end = max((i for i, t in enumerate(prompt_ids) if t == self.think_end_id), default=-1)
+        self.in_thinking = last_start > last_end
+
+    def smoothed(self) -> dict[str, float]:
+        return {n: s.value for n, s in self.smoothers.items() if s.value is not None}
+
+    def step(self, tokens: Sequence[int], signals: Mapping[str, float] | None) -> ExitDecision:
+        """Process one round: ``tokens`` emitted this round, ``signals`` raw read-out (or None)."""
+        self.rounds += 1
+        was_thinking = self.in_thinking and not self.finished
+        raw: dict[str, float] = {}
+        before = self.smoothed()
+        if was_thinking and signals is not None:
+            raw = {n: float(signals[n]) for n in self.smoothers if n in signals}
+            for n, v in raw.items():
+                self.smoothers[n].update(v)
+            self.history.append((self.thinking_tokens, raw, self.smoothed()))
+        smooth = before if self.config.lagged else self.smoothed()
+        ready = self.enabled and len(smooth) == len(self.smoothers)
+        checked = False  # only the first eligible boundary of a round is checked (signals are per round)
+
+        for i, tid in enumerate(tokens):
+            if self.finished:
+                self.new_tokens += 1
+                continue
+            if tid == self.think_end_id:
+                self.finished = self.in_thinking or self.finished
+                self.in_thinking = False
+                self.new_tokens += 1
+                continue
+            if tid == self.think_start_id:
+                self.in_thinking = True
+                self.detector.reset("")
+                self.new_tokens += 1
+                continue
+            hit = self.detector.push(tid)
+            if not self.in_thinking:
+                self.new_tokens += 1
+                continue
+            self.thinking_tokens += 1
+            self.new_tokens += 1
+            if hit is None or checked or not ready or not was_thinking:
+                continue
+            kind, text = hit
+            keep = i + 1 if kind == "paragraph" else i
+            kept_thinking = self.thinking_tokens - (0 if kind == "paragraph" else 1)
+            if kept_thinking < self.config.min_thinking_tokens:
+                continue
+            checked = True
+            if all(passes(n, smooth[n], th) for n, th in self.config.thresholds.items()):
+                self.new_tokens = self.new_tokens - (i + 1) + keep
+                self.thinking_tokens = kept_thinking
+                self.finished, self.in_thinking = True, False
+                self.record = ExitRecord(
+                    round=self.rounds,
+                    thinking_tokens=self.thinking_tokens,
+                    new_tokens=self.new_tokens,
+                    boundary=kind,
+                    boundary_text=text,
+                    raw=raw,
+                    smoothed=smooth,
+                    thresholds=dict(self.config.thresholds),
+                )
+                return ExitDecision(keep=keep, record=self.record)
+        return ExitDecision()

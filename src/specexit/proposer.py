@@ -1,0 +1,170 @@
+"""Drafting: the draft's KV cache over committed tokens, and the dynamic draft tree (EAGLE-2 style).
+
+Tree growth: from the root, each step expands the ``branching`` best frontier nodes with one draft
+forward; every expanded node proposes ``branching`` children.  A child's score is its parent's score
+plus the log of the *rank-th largest* draft probability at the parent.  In greedy mode the children
+are the top tokens, so this is exactly the cumulative log-probability of EAGLE-2.  In sampling mode
+the children are drawn without replacement (Gumbel-top-k) while the tree *shape* still comes from
+the rank scores, so whether a child enters the tree never depends on which token it turned out to be
+-- the condition the recursive rejection sampler in ``verify.py`` needs to stay lossless.  Finally
+the ``total_tokens`` best nodes are kept; scores only fall along a path, so the kept set contains
+every ancestor of every kept node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .draft import DraftKV, Eagle3Draft
+from .errors import ConfigError
+from .sampling import SamplingParams, gumbel_topk, probs_from_logits
+from .tree import DraftTree
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    total_tokens: int = 60
+    depth: int = 6
+    branching: int = 10
+    chain: bool = False  # a single chain of ``depth`` tokens
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ConfigError(f"tree depth must be >= 1, got {self.depth}")
+        if self.branching < 1:
+            raise ConfigError(f"tree branching must be >= 1, got {self.branching}")
+        if self.total_tokens < 1:
+            raise ConfigError(f"tree total_tokens must be >= 1, got {self.total_tokens}")
+
+    @property
+    def k(self) -> int:
+        return 1 if self.chain else self.branching
+
+    @property
+    def budget(self) -> int:
+        return self.depth if self.chain else self.total_tokens
+
+
+def _causal_mask(past: int, t: int, dtype: torch.dtype) -> torch.Tensor:
+    mask = torch.zeros(t, past + t, dtype=dtype)
+    mask[:, past:] = torch.full((t, t), torch.finfo(dtype).min, dtype=dtype).triu(1)
+    return mask
+
+
+class DraftProposer:
+    def __init__(self, draft: Eagle3Draft, tree: TreeConfig, sampling: SamplingParams) -> None:
+        self.draft, self.tree_cfg, self.sampling = draft, tree, sampling
+        self.dtype = draft.fc.weight.dtype
+        self.kv = DraftKV()
+        self.last_hidden: torch.Tensor | None = None
+        self.last_logits: torch.Tensor | None = None
+        self.last_pos = -1
+        self.vocab_map = draft.draft_to_target
+
+    def reset(self) -> None:
+        self.kv = DraftKV()
+        self.last_hidden = self.last_logits = None
+        self.last_pos = -1
+
+    @torch.inference_mode()
+    def commit(self, fused: torch.Tensor, next_tokens: list[int]) -> None:
+        """Append (fused target feature at position t, token t+1) pairs to the draft cache."""
+        self.kv.drop_scratch()
+        start = self.kv.committed
+        t = fused.shape[0]
+        pos = torch.arange(start, start + t)
+        ids = torch.tensor(next_tokens, dtype=torch.long)
+        h, k, v = self.draft.layer(fused.to(self.dtype), ids, pos, self.kv, _causal_mask(start, t, self.dtype))
+        self.kv.append(k, v)
+        self.kv.commit()
+        self.last_hidden, self.last_pos = h[-1], start + t - 1
+        self.last_logits = self.draft.logits(h[-1:])[0]
+
+    def rollback(self, length: int) -> None:
+        """Keep only the first ``length`` committed pairs (used after a forced exit)."""
+        self.kv.crop(length)
+
+    def _children(self, logits: torch.Tensor, gen: torch.Generator | None):
+        """Children of one node: (draft ids [k], rank log-scores [k], q over the draft vocab)."""
+        k = min(self.tree_cfg.k, logits.shape[-1])
+        if self.sampling.greedy:
+            q = torch.softmax(logits.float(), -1)
+            top = torch.topk(q, k)
+            return top.indices, top.values.log(), q
+        q = probs_from_logits(logits, self.sampling)
+        ranks = torch.topk(q, k).values.log()
+        ids = gumbel_topk(q.log(), k, gen)
+        return ids, ranks, q
+
+    @torch.inference_mode()
+    def propose(self, gen: torch.Generator | None = None) -> DraftTree:
+        cfg = self.tree_cfg
+        keep_q = not self.sampling.greedy
+        tokens: list[int] = []
+        parents: list[int] = []
+        depths: list[int] = []
+        scores: list[float] = []
+        q_store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        hidden_of: dict[int, torch.Tensor] = {-1: self.last_hidden}
+        slot_of: dict[int, int] = {}  # node -> index in the draft scratch cache
+
+        def add_children(parent: int, logits: torch.Tensor, base: float, depth: int) -> list[int]:
+            ids, ranks, q = self._children(logits, gen)
+            if keep_q:
+                q_store[parent] = (self.vocab_map, q)
+            new = []
+            for j in range(ids.shape[0]):
+                s = base + float(ranks[j])
+                if s == float("-inf"):
+                    break
+                tokens.append(int(self.vocab_map[ids[j]]))
+                parents.append(parent)
+                depths.append(depth)
+                scores.append(s)
+                new.append(len(tokens) - 1)
+            return new
+
+        frontier = add_children(-1, self.last_logits, 0.0, 1)
+        for depth in range(1, cfg.depth):
+            expand = sorted(frontier, key=lambda i: -scores[i])[: cfg.k]
+            if not expand:
+                break
+            n_past = self.kv.length
+            # mask: committed cache visible; scratch entries only when they are ancestors; self visible
+            mask = torch.zeros(len(expand), n_past + len(expand), dtype=self.dtype)
+            neg = torch.finfo(self.dtype).min
+            if n_past > self.kv.committed:
+                mask[:, self.kv.committed : n_past] = neg
+            for row, node in enumerate(expand):
+                p = parents[node]
+                while p != -1:
+                    mask[row, slot_of[p]] = 0.0
+                    p = parents[p]
+            mask[:, n_past:] = torch.full((len(expand), len(expand)), neg, dtype=self.dtype).fill_diagonal_(0.0)
+            hid = torch.stack([hidden_of[parents[i]] for i in expand])
+            ids = torch.tensor([tokens[i] for i in expand], dtype=torch.long)
+            pos = torch.full((len(expand),), self.last_pos + depth, dtype=torch.long)
+            h, k, v = self.draft.layer(hid, ids, pos, self.kv, mask)
+            self.kv.append(k, v)
+            logits = self.draft.logits(h)
+            frontier = []
+            for row, node in enumerate(expand):
+                slot_of[node] = n_past + row
+                hidden_of[node] = h[row]
+                frontier += add_children(node, logits[row], scores[node], depth + 1)
+        self.kv.drop_scratch()
+
+        order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))[: cfg.budget]
+        kept = sorted(order)  # creation order is topological and keeps siblings in draw order
+        remap = {old: new for new, old in enumerate(kept)}
+        remap[-1] = -1
+        tree = DraftTree(
+            tokens=[tokens[i] for i in kept],
+            parents=[remap[parents[i]] for i in kept],
+            depths=[depths[i] for i in kept],
+        )
+        if keep_q:
+            tree.q = {remap[n]: q for n, q in q_store.items() if n in remap}
+        return tree

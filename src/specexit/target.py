@@ -1,0 +1,149 @@
+"""Wrapper around a Hugging Face causal LM: logits + the three EAGLE-3 hidden states, tree forward,
+and a KV cache that can be rolled back and compacted to the accepted path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from .errors import CheckpointError
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+def eagle3_layer_ids(num_layers: int) -> tuple[int, int, int]:
+    """Decoder layers whose outputs feed the draft: low, middle, high (0-based, clamped for tiny
+    models; a real model of >= 6 layers gives exactly (1, N//2 - 1, N - 4))."""
+    def clamp(i: int) -> int:
+        return max(0, min(num_layers - 1, i))
+
+    return clamp(1), clamp(num_layers // 2 - 1), clamp(num_layers - 4)
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise CheckpointError(f"unknown dtype {name!r}; use one of {sorted(table)}")
+    return table[name]
+
+
+def read_model_config(path: str | Path) -> dict:
+    path = Path(path)
+    cfg = path / "config.json"
+    if not path.is_dir():
+        raise CheckpointError(f"model directory not found: {path}")
+    if not cfg.is_file():
+        raise CheckpointError(f"{path} has no config.json: not a Hugging Face model folder")
+    try:
+        return json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg} is not valid JSON: {e}") from e
+
+
+class TargetModel:
+    """The verifier.  Batch size 1.  All positions/masks are explicit so trees can be verified."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.dtype = next(model.parameters()).dtype
+        layers = model.model.layers
+        self.num_layers = len(layers)
+        self.layer_ids = eagle3_layer_ids(self.num_layers)
+        self.hidden_size = int(self.config.hidden_size)
+        self.vocab_size = int(self.config.vocab_size)
+        self._captured: dict[int, torch.Tensor] = {}
+        for lid in sorted(set(self.layer_ids)):
+            layers[lid].register_forward_hook(self._make_hook(lid))
+
+    def _make_hook(self, lid: int):
+        def hook(_module, _inputs, output):
+            self._captured[lid] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype = "float32") -> TargetModel:
+        cfg = read_model_config(path)
+        archs = cfg.get("architectures") or []
+        if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+            # other decoder-only HF models usually work too; say so instead of refusing
+            if not archs or not str(archs[0]).endswith("ForCausalLM"):
+                raise CheckpointError(
+                    f"{path}: architecture {archs} is not a causal LM; supported: {SUPPORTED_ARCHITECTURES}")
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=resolve_dtype(dtype), local_files_only=True, attn_implementation="sdpa")
+        return cls(model)
+
+    @property
+    def embed_tokens(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.config)
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run [1, T] tokens appended to ``cache``.  Returns logits [T or 1, V] (float32) and the
+        fused hidden states [T, 3H] (outputs of the three EAGLE-3 layers, concatenated)."""
+        if position_ids is None:
+            start = cache.get_seq_length()
+            position_ids = torch.arange(start, start + input_ids.shape[1])[None]
+        out = self.model(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1 if last_only else 0,
+        )
+        hidden = torch.cat([self._captured[i][0] for i in self.layer_ids], dim=-1)
+        self._captured.clear()
+        return out.logits[0].float(), hidden
+
+
+def _layers(cache: DynamicCache) -> list[DynamicLayer]:
+    layers = cache.layers
+    for layer in layers:
+        if type(layer) is not DynamicLayer:
+            raise CheckpointError(
+                f"KV cache layer type {type(layer).__name__} (sliding window / hybrid attention) is not "
+                "supported for speculative decoding yet")
+    return layers
+
+
+def cache_length(cache: DynamicCache) -> int:
+    return cache.get_seq_length()
+
+
+def crop_cache(cache: DynamicCache, length: int) -> None:
+    """Roll back: keep the first ``length`` positions."""
+    for layer in _layers(cache):
+        if layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys[..., :length, :]
+            layer.values = layer.values[..., :length, :]
+
+
+def compact_cache(cache: DynamicCache, start: int, keep: list[int]) -> None:
+    """Keep positions [0, start) plus ``start + k`` for k in ``keep`` (the accepted tree path), in
+    that order; drop everything else (rejected branches)."""
+    idx = torch.tensor(keep, dtype=torch.long) + start
+    for layer in _layers(cache):
+        if layer.keys is None or not layer.keys.numel():
+            continue
+        layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.index_select(-2, idx)], dim=-2)
+        layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(-2, idx)], dim=-2)
