@@ -5,14 +5,16 @@ from __future__ import annotations
 from .errors import TokenizerError
 
 
-def build_prompt(tokenizer, prompt: str, system: str | None = None, enable_thinking: bool = True,
-                 raw: bool = False) -> str:
+def build_prompt(
+    tokenizer, prompt: str, system: str | None = None, enable_thinking: bool = True, raw: bool = False
+) -> str:
     """Apply the tokenizer's chat template (passing ``enable_thinking`` where it is understood)."""
     if raw or not getattr(tokenizer, "chat_template", None):
         return prompt
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         enable_thinking=enable_thinking)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
 
 
 def token_id(tokenizer, text: str, what: str) -> int:
@@ -25,12 +27,14 @@ def token_id(tokenizer, text: str, what: str) -> int:
             return ids[0]
         raise TokenizerError(
             f"the tokenizer has no single token for the {what} marker {text!r} (it encodes to {len(ids)} "
-            f"tokens {ids}); pass the model's own marker (e.g. --think-end) or use a reasoning model")
+            f"tokens {ids}); pass the model's own marker (e.g. --think-end) or use a reasoning model"
+        )
     return int(tid)
 
 
-def split_reasoning_ids(ids: list[int], think_start_id: int | None, think_end_id: int | None,
-                        opened: bool) -> tuple[list[int], list[int]]:
+def split_reasoning_ids(
+    ids: list[int], think_start_id: int | None, think_end_id: int | None, opened: bool
+) -> tuple[list[int], list[int]]:
     """(reasoning ids, answer ids) of a completion.  ``opened``: the prompt already opened thinking.
     Everything before the think-end marker is reasoning (a generated think-start is dropped); with no
     marker, the whole completion is reasoning if thinking was opened, else answer."""

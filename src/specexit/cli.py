@@ -42,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--target", required=True, help="HF model folder of the target")
     g.add_argument("--draft", help="draft folder (EAGLE-3 / SpecExit checkpoint)")
     g.add_argument("--prompt", required=True)
-    g.add_argument("--mode", choices=["vanilla", "spec", "specexit"], default=None,
-                   help="default: specexit with a draft, vanilla without")
+    g.add_argument(
+        "--mode",
+        choices=["vanilla", "spec", "specexit"],
+        default=None,
+        help="default: specexit with a draft, vanilla without",
+    )
     g.add_argument("--max-new-tokens", type=int, default=512)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--top-p", type=float, default=1.0)
@@ -52,14 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     g.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching (default 60,6,10)")
     g.add_argument("--chain", type=int, default=0, help="use a chain of this many draft tokens instead of a tree")
-    g.add_argument("--thresholds", type=_thresholds, default=None,
-                   help="exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200 (default: all three)")
+    g.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default=None,
+        help="exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200 (default: all three)",
+    )
     g.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
     g.add_argument("--alpha", type=float, default=0.1)
     g.add_argument("--window", type=int, default=10)
     g.add_argument("--min-thinking-tokens", type=int, default=0)
-    g.add_argument("--connectors", default="", help="comma-separated connector words that start a boundary, "
-                                                    "e.g. Wait,But,So")
+    g.add_argument(
+        "--connectors", default="", help="comma-separated connector words that start a boundary, e.g. Wait,But,So"
+    )
     g.add_argument("--think-start", default="<think>")
     g.add_argument("--think-end", default="</think>")
     g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
@@ -71,8 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("init-draft", help="write an untrained SpecExit draft sized for a target")
     d.add_argument("--target", required=True)
     d.add_argument("--out", required=True)
-    d.add_argument("--signals", type=_signals, default=list(SIGNAL_NAMES),
-                   help="comma-separated subset of confidence,progress,remain ('' for a plain EAGLE-3 draft)")
+    d.add_argument(
+        "--signals",
+        type=_signals,
+        default=list(SIGNAL_NAMES),
+        help="comma-separated subset of confidence,progress,remain ('' for a plain EAGLE-3 draft)",
+    )
     d.add_argument("--draft-vocab", type=int, default=32000)
     d.add_argument("--seed", type=int, default=0)
 
@@ -103,17 +116,31 @@ def _cmd_generate(a) -> int:
     except ValueError:
         raise SpecExitError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
     tree = TreeConfig(total_tokens=total, depth=a.chain or depth, branching=branching, chain=a.chain > 0)
-    exit_cfg = ExitConfig(thresholds=a.thresholds if a.thresholds is not None else dict(DEFAULT_THRESHOLDS),
-                          smoothing=a.smoothing, alpha=a.alpha, window=a.window,
-                          min_thinking_tokens=a.min_thinking_tokens,
-                          connectors=tuple(c for c in a.connectors.split(",") if c.strip()),
-                          think_start=a.think_start, think_end=a.think_end)
-    gen = SpecExitGenerator.from_pretrained(a.target, a.draft, dtype=a.dtype, think_start=a.think_start,
-                                            think_end=a.think_end)
+    exit_cfg = ExitConfig(
+        thresholds=a.thresholds if a.thresholds is not None else dict(DEFAULT_THRESHOLDS),
+        smoothing=a.smoothing,
+        alpha=a.alpha,
+        window=a.window,
+        min_thinking_tokens=a.min_thinking_tokens,
+        connectors=tuple(c for c in a.connectors.split(",") if c.strip()),
+        think_start=a.think_start,
+        think_end=a.think_end,
+    )
+    gen = SpecExitGenerator.from_pretrained(
+        a.target, a.draft, dtype=a.dtype, think_start=a.think_start, think_end=a.think_end
+    )
     sampling = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed)
-    stream = gen.stream(a.prompt, mode=mode, max_new_tokens=a.max_new_tokens, sampling=sampling, tree=tree,
-                        exit_config=exit_cfg, chat=not a.no_chat, enable_thinking=not a.no_thinking,
-                        system=a.system)
+    stream = gen.stream(
+        a.prompt,
+        mode=mode,
+        max_new_tokens=a.max_new_tokens,
+        sampling=sampling,
+        tree=tree,
+        exit_config=exit_cfg,
+        chat=not a.no_chat,
+        enable_thinking=not a.no_thinking,
+        system=a.system,
+    )
     for chunk in stream:
         if a.stream and not a.json:
             sys.stdout.write(chunk.text)
@@ -126,8 +153,10 @@ def _cmd_generate(a) -> int:
             print(r.text)
         acc = f", mean accept length {r.mean_accept_length:.2f}" if r.accept_lengths else ""
         ex = f", exited early at thinking token {r.exit['thinking_tokens']}" if r.exit else ""
-        print(f"\n[{r.mode}] {r.new_tokens} new tokens ({r.thinking_tokens} thinking) in {r.wall_s:.2f}s"
-              f"{acc}{ex}", file=sys.stderr)
+        print(
+            f"\n[{r.mode}] {r.new_tokens} new tokens ({r.thinking_tokens} thinking) in {r.wall_s:.2f}s{acc}{ex}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -166,8 +195,12 @@ def _cmd_convert(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"generate": _cmd_generate, "init-draft": _cmd_init_draft, "make-tiny": _cmd_make_tiny,
-               "convert": _cmd_convert}[args.cmd]
+    handler = {
+        "generate": _cmd_generate,
+        "init-draft": _cmd_init_draft,
+        "make-tiny": _cmd_make_tiny,
+        "convert": _cmd_convert,
+    }[args.cmd]
     try:
         return handler(args)
     except SpecExitError as e:

@@ -61,10 +61,19 @@ class DraftConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         signals, layer_ids, n_layers = d.pop("signals"), d.pop("target_layer_ids"), d.pop("target_num_layers")
-        d.update(architectures=[DRAFT_ARCHITECTURE], model_type="llama", num_hidden_layers=1,
-                 hidden_act="silu", tie_word_embeddings=False)
-        d["specexit"] = {"signals": signals, "num_signals": len(signals),
-                         "target_layer_ids": layer_ids, "target_num_layers": n_layers}
+        d.update(
+            architectures=[DRAFT_ARCHITECTURE],
+            model_type="llama",
+            num_hidden_layers=1,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+        )
+        d["specexit"] = {
+            "signals": signals,
+            "num_signals": len(signals),
+            "target_layer_ids": layer_ids,
+            "target_num_layers": n_layers,
+        }
         return d
 
     @classmethod
@@ -103,11 +112,17 @@ class DraftConfig:
         rope["rope_type"] = rope.pop("type", None) or rope.get("rope_type") or "default"
         rope["rope_theta"] = self.rope_theta
         return LlamaConfig(
-            hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-            num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_key_value_heads,
-            head_dim=self.head_dim, rms_norm_eps=self.rms_norm_eps, rope_parameters=rope,
-            max_position_embeddings=self.max_position_embeddings, vocab_size=self.vocab_size,
-            num_hidden_layers=1)
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_parameters=rope,
+            max_position_embeddings=self.max_position_embeddings,
+            vocab_size=self.vocab_size,
+            num_hidden_layers=1,
+        )
 
 
 class DraftAttention(nn.Module):
@@ -133,7 +148,8 @@ class DraftAttention(nn.Module):
             k_all, v_all = k, v
         rep = self.heads // self.kv_heads
         out = F.scaled_dot_product_attention(
-            q, k_all.repeat_interleave(rep, 0), v_all.repeat_interleave(rep, 0), attn_mask=mask)
+            q, k_all.repeat_interleave(rep, 0), v_all.repeat_interleave(rep, 0), attn_mask=mask
+        )
         return self.o_proj(out.transpose(0, 1).reshape(t, -1)), k, v
 
 
@@ -194,9 +210,12 @@ class Eagle3Draft(nn.Module):
         self.embed_tokens.weight.requires_grad_(False)
         self.rotary = LlamaRotaryEmbedding(cfg.llama_config())
         self.register_buffer("d2t", torch.zeros(cfg.draft_vocab_size, dtype=torch.long))
-        self.register_buffer("t2d", torch.ones(cfg.vocab_size, dtype=torch.bool)
-                             if cfg.draft_vocab_size == cfg.vocab_size
-                             else torch.zeros(cfg.vocab_size, dtype=torch.bool))
+        self.register_buffer(
+            "t2d",
+            torch.ones(cfg.vocab_size, dtype=torch.bool)
+            if cfg.draft_vocab_size == cfg.vocab_size
+            else torch.zeros(cfg.vocab_size, dtype=torch.bool),
+        )
 
     # -- pieces of the forward -------------------------------------------------------------------
     def fuse(self, target_hidden: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -209,11 +228,17 @@ class Eagle3Draft(nn.Module):
 
     def signal_logits(self, target_hidden: torch.Tensor) -> torch.Tensor:
         """Raw (pre-activation) signal outputs [T, k], for training losses."""
-        w = self.fc.weight[self.cfg.hidden_size:]
+        w = self.fc.weight[self.cfg.hidden_size :]
         return (target_hidden.to(w.dtype) @ w.T).float()
 
-    def layer(self, hidden: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
-              kv: DraftKV | None, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def layer(
+        self,
+        hidden: torch.Tensor,
+        token_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv: DraftKV | None,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One decoder layer over T (hidden, next-token) pairs.  Returns the output hidden [T, H]
         (pre-norm: fed back as the hidden input of deeper draft steps) and the new K/V."""
         m = self.midlayer
@@ -244,32 +269,39 @@ class Eagle3Draft(nn.Module):
         if c.target_hidden_size != target.hidden_size:
             raise CheckpointError(
                 f"draft was built for a target with hidden size {c.target_hidden_size} (fc input "
-                f"{3 * c.target_hidden_size}), but the target has hidden size {target.hidden_size}")
+                f"{3 * c.target_hidden_size}), but the target has hidden size {target.hidden_size}"
+            )
         if c.vocab_size != target.vocab_size:
             raise CheckpointError(
                 f"draft was built for a target vocabulary of {c.vocab_size} tokens (t2d length), but the "
-                f"target has {target.vocab_size}")
+                f"target has {target.vocab_size}"
+            )
         if c.hidden_size != target.hidden_size:
             raise CheckpointError(
                 f"draft hidden size {c.hidden_size} differs from the target's {target.hidden_size}; EAGLE-3 "
-                "feeds the target's token embeddings into the draft, so they must match")
+                "feeds the target's token embeddings into the draft, so they must match"
+            )
         if c.target_layer_ids is not None and tuple(c.target_layer_ids) != tuple(target.layer_ids):
             raise CheckpointError(
                 f"draft was trained on target layers {list(c.target_layer_ids)} but this target "
-                f"({target.num_layers} layers) exposes layers {list(target.layer_ids)}: wrong target?")
+                f"({target.num_layers} layers) exposes layers {list(target.layer_ids)}: wrong target?"
+            )
 
     def save_pretrained(self, out: str | Path) -> None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()
-                 if not k.startswith("embed_tokens") and not k.startswith("rotary")}
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "specexit_signals":
-                                                             ",".join(self.signals)})
+        state = {
+            k: v.detach().contiguous()
+            for k, v in self.state_dict().items()
+            if not k.startswith("embed_tokens") and not k.startswith("rotary")
+        }
+        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "specexit_signals": ",".join(self.signals)})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, target=None, signals: list[str] | None = None,
-                        dtype: torch.dtype = torch.float32) -> Eagle3Draft:
+    def from_pretrained(
+        cls, path: str | Path, target=None, signals: list[str] | None = None, dtype: torch.dtype = torch.float32
+    ) -> Eagle3Draft:
         """Load a draft folder.  ``signals`` (if given) is what the caller needs; a checkpoint whose
         fc rows do not match gives an error naming both shapes."""
         path = Path(path)
@@ -282,24 +314,31 @@ class Eagle3Draft(nn.Module):
         rows, cols = state["fc.weight"].shape
         k_ckpt = rows - cfg.hidden_size
         if cols != 3 * cfg.target_hidden_size:
-            raise CheckpointError(f"{path}: fc.weight has shape [{rows}, {cols}], expected input width "
-                                  f"3 x target_hidden_size = {3 * cfg.target_hidden_size}")
+            raise CheckpointError(
+                f"{path}: fc.weight has shape [{rows}, {cols}], expected input width "
+                f"3 x target_hidden_size = {3 * cfg.target_hidden_size}"
+            )
         if k_ckpt < 0 or k_ckpt > len(SIGNAL_NAMES):
-            raise CheckpointError(f"{path}: fc.weight has shape [{rows}, {cols}] which fits neither a plain "
-                                  f"EAGLE-3 draft [{cfg.hidden_size}, {cols}] nor a SpecExit one "
-                                  f"[{cfg.hidden_size}+k, {cols}]")
+            raise CheckpointError(
+                f"{path}: fc.weight has shape [{rows}, {cols}] which fits neither a plain "
+                f"EAGLE-3 draft [{cfg.hidden_size}, {cols}] nor a SpecExit one "
+                f"[{cfg.hidden_size}+k, {cols}]"
+            )
         if k_ckpt != len(cfg.signals):  # config silent or wrong about signals: trust the tensor
             cfg.signals = list(SIGNAL_NAMES[:k_ckpt]) if k_ckpt != 1 else ["confidence"]
         if signals is not None and list(signals) != cfg.signals:
             want = len(signals)
-            hint = (f"convert it with `specexit convert --eagle3 {path} --out NEW_DIR --signals "
-                    f"{','.join(signals)}` (appends zero-initialised signal rows to train)")
+            hint = (
+                f"convert it with `specexit convert --eagle3 {path} --out NEW_DIR --signals "
+                f"{','.join(signals)}` (appends zero-initialised signal rows to train)"
+            )
             if k_ckpt and want:
                 hint = f"use signals {','.join(cfg.signals)} (what it was trained with) or retrain"
             raise CheckpointError(
                 f"{path}: fc.weight has shape [{rows}, {cols}] = [H+{k_ckpt}, 3H] "
                 f"({'plain EAGLE-3, no exit signals' if k_ckpt == 0 else 'signals ' + ','.join(cfg.signals)}), "
-                f"but signals {list(signals)} need shape [{cfg.hidden_size + want}, {cols}]; {hint}")
+                f"but signals {list(signals)} need shape [{cfg.hidden_size + want}, {cols}]; {hint}"
+            )
         model = cls(cfg)
         if target is not None:
             model.check_target(target)
@@ -317,8 +356,7 @@ class Eagle3Draft(nn.Module):
         for name, t in state.items():
             expect = model.state_dict()[name].shape
             if tuple(t.shape) != tuple(expect):
-                raise CheckpointError(f"{path}: tensor {name} has shape {list(t.shape)}, config implies "
-                                      f"{list(expect)}")
+                raise CheckpointError(f"{path}: tensor {name} has shape {list(t.shape)}, config implies {list(expect)}")
         model.load_state_dict(state, strict=False)
         if "t2d" not in state:
             model.t2d.zero_()
@@ -347,8 +385,13 @@ def vocab_mapping(used_ids: list[int], vocab_size: int) -> tuple[torch.Tensor, t
     return d2t, t2d
 
 
-def init_draft(target, signals: list[str] | None = None, draft_vocab_size: int | None = None,
-               used_ids: list[int] | None = None, seed: int = 0) -> Eagle3Draft:
+def init_draft(
+    target,
+    signals: list[str] | None = None,
+    draft_vocab_size: int | None = None,
+    used_ids: list[int] | None = None,
+    seed: int = 0,
+) -> Eagle3Draft:
     """An untrained draft sized for ``target``, warm-started as a 'logit lens': fc copies the high
     layer's hidden state, the decoder layer starts as identity (zero output projections), and norm /
     lm_head come from the target's final norm and head rows.  Signal rows start at zero."""
@@ -368,14 +411,22 @@ def init_draft(target, signals: list[str] | None = None, draft_vocab_size: int |
     heads = int(tc.num_attention_heads)
     rope_params = getattr(tc, "rope_parameters", None) or {}
     cfg = DraftConfig(
-        hidden_size=target.hidden_size, intermediate_size=int(tc.intermediate_size),
-        num_attention_heads=heads, num_key_value_heads=int(getattr(tc, "num_key_value_heads", heads) or heads),
+        hidden_size=target.hidden_size,
+        intermediate_size=int(tc.intermediate_size),
+        num_attention_heads=heads,
+        num_key_value_heads=int(getattr(tc, "num_key_value_heads", heads) or heads),
         head_dim=int(getattr(tc, "head_dim", None) or target.hidden_size // heads),
-        vocab_size=vocab, draft_vocab_size=len(d2t), target_hidden_size=target.hidden_size,
+        vocab_size=vocab,
+        draft_vocab_size=len(d2t),
+        target_hidden_size=target.hidden_size,
         rms_norm_eps=float(getattr(tc, "rms_norm_eps", 1e-6)),
         rope_theta=float(rope_params.get("rope_theta", getattr(tc, "rope_theta", 10000.0))),
-        rope_scaling=None, max_position_embeddings=int(getattr(tc, "max_position_embeddings", 32768)),
-        signals=signals, target_layer_ids=list(target.layer_ids), target_num_layers=target.num_layers)
+        rope_scaling=None,
+        max_position_embeddings=int(getattr(tc, "max_position_embeddings", 32768)),
+        signals=signals,
+        target_layer_ids=list(target.layer_ids),
+        target_num_layers=target.num_layers,
+    )
     torch.manual_seed(seed)
     model = Eagle3Draft(cfg)
     for p in model.parameters():
@@ -384,7 +435,7 @@ def init_draft(target, signals: list[str] | None = None, draft_vocab_size: int |
     h = cfg.hidden_size
     with torch.no_grad():
         model.fc.weight.zero_()
-        model.fc.weight[:h, 2 * h: 3 * h] = torch.eye(h)
+        model.fc.weight[:h, 2 * h : 3 * h] = torch.eye(h)
         model.midlayer.self_attn.o_proj.weight.zero_()
         model.midlayer.mlp.down_proj.weight.zero_()
         model.d2t.copy_(d2t)

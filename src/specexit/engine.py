@@ -63,9 +63,23 @@ class GenerationResult:
         return sum(self.accept_lengths) / len(self.accept_lengths) if self.accept_lengths else 0.0
 
     def to_dict(self, history: bool = False) -> dict:
-        d = {k: getattr(self, k) for k in (
-            "mode", "text", "reasoning", "answer", "new_tokens", "thinking_tokens", "prompt_tokens",
-            "accept_lengths", "exited_early", "exit", "finish_reason", "wall_s")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "mode",
+                "text",
+                "reasoning",
+                "answer",
+                "new_tokens",
+                "thinking_tokens",
+                "prompt_tokens",
+                "accept_lengths",
+                "exited_early",
+                "exit",
+                "finish_reason",
+                "wall_s",
+            )
+        }
         d["mean_accept_length"] = round(self.mean_accept_length, 4)
         d["token_ids"] = self.token_ids
         if history:
@@ -100,8 +114,15 @@ class GenerationStream:
 
 
 class SpecExitGenerator:
-    def __init__(self, target: TargetModel, tokenizer, draft: Eagle3Draft | None = None,
-                 think_start: str = "<think>", think_end: str = "</think>", proposer_factory=None) -> None:
+    def __init__(
+        self,
+        target: TargetModel,
+        tokenizer,
+        draft: Eagle3Draft | None = None,
+        think_start: str = "<think>",
+        think_end: str = "</think>",
+        proposer_factory=None,
+    ) -> None:
         self.target, self.tokenizer, self.draft = target, tokenizer, draft
         # builds the proposer for one generation: (draft, tree config, sampling) -> DraftProposer-like
         self.proposer_factory = proposer_factory or DraftProposer
@@ -114,8 +135,14 @@ class SpecExitGenerator:
         self.stop_ids = self._stop_ids()
 
     @classmethod
-    def from_pretrained(cls, target_dir: str | Path, draft_dir: str | Path | None = None, dtype: str = "float32",
-                        tokenizer_dir: str | Path | None = None, **kw) -> SpecExitGenerator:
+    def from_pretrained(
+        cls,
+        target_dir: str | Path,
+        draft_dir: str | Path | None = None,
+        dtype: str = "float32",
+        tokenizer_dir: str | Path | None = None,
+        **kw,
+    ) -> SpecExitGenerator:
         target = TargetModel.from_pretrained(target_dir, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or target_dir), local_files_only=True)
         draft = None
@@ -125,8 +152,10 @@ class SpecExitGenerator:
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
-        for src in (getattr(self.tokenizer, "eos_token_id", None),
-                    getattr(getattr(self.target.model, "generation_config", None), "eos_token_id", None)):
+        for src in (
+            getattr(self.tokenizer, "eos_token_id", None),
+            getattr(getattr(self.target.model, "generation_config", None), "eos_token_id", None),
+        ):
             if isinstance(src, int):
                 ids.add(src)
             elif isinstance(src, (list, tuple)):
@@ -137,8 +166,9 @@ class SpecExitGenerator:
         return ids
 
     # ------------------------------------------------------------------------------------------
-    def encode_prompt(self, prompt: str, chat: bool = True, enable_thinking: bool = True,
-                      system: str | None = None) -> list[int]:
+    def encode_prompt(
+        self, prompt: str, chat: bool = True, enable_thinking: bool = True, system: str | None = None
+    ) -> list[int]:
         text = build_prompt(self.tokenizer, prompt, system=system, enable_thinking=enable_thinking, raw=not chat)
         ids = self.tokenizer.encode(text, add_special_tokens=not chat)
         if not ids:
@@ -152,10 +182,20 @@ class SpecExitGenerator:
         assert stream.result is not None
         return stream.result
 
-    def stream(self, prompt: str | None = None, *, input_ids: list[int] | None = None, mode: str = "specexit",
-               max_new_tokens: int = 512, sampling: SamplingParams | None = None, tree: TreeConfig | None = None,
-               exit_config: ExitConfig | None = None, chat: bool = True, enable_thinking: bool = True,
-               system: str | None = None) -> GenerationStream:
+    def stream(
+        self,
+        prompt: str | None = None,
+        *,
+        input_ids: list[int] | None = None,
+        mode: str = "specexit",
+        max_new_tokens: int = 512,
+        sampling: SamplingParams | None = None,
+        tree: TreeConfig | None = None,
+        exit_config: ExitConfig | None = None,
+        chat: bool = True,
+        enable_thinking: bool = True,
+        system: str | None = None,
+    ) -> GenerationStream:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
@@ -166,7 +206,8 @@ class SpecExitGenerator:
         if mode == "specexit" and self.think_end_id is None:
             raise TokenizerError(
                 f"the tokenizer has no {self.think_end!r} token, so SpecExit cannot end the thinking span; "
-                "pass the model's think-end marker (--think-end) or use mode 'spec'")
+                "pass the model's think-end marker (--think-end) or use mode 'spec'"
+            )
         if input_ids is None:
             if prompt is None:
                 raise ConfigError("give a prompt or input_ids")
@@ -176,11 +217,14 @@ class SpecExitGenerator:
         sampling = sampling or SamplingParams()
         policy = ExitPolicy(
             exit_config,
-            BoundaryDetector(lambda i: self.tokenizer.decode([i]), exit_config.paragraph_boundaries,
-                             exit_config.connectors),
-            self.think_start_id, self.think_end_id if self.think_end_id is not None else -1,
+            BoundaryDetector(
+                lambda i: self.tokenizer.decode([i]), exit_config.paragraph_boundaries, exit_config.connectors
+            ),
+            self.think_start_id,
+            self.think_end_id if self.think_end_id is not None else -1,
             available_signals=self.draft.signals if self.draft is not None else [],
-            enabled=mode == "specexit")
+            enabled=mode == "specexit",
+        )
         tail = self.tokenizer.decode(input_ids[-8:], skip_special_tokens=False)
         policy.start(input_ids, tail)
         out = GenerationStream(iter(()))
@@ -208,8 +252,11 @@ class SpecExitGenerator:
                 else:
                     yield StreamChunk(seg, detok.push(seg), phase)
 
-        steps = self._vanilla(prompt_ids, max_new, sampling, gen) if mode == "vanilla" else \
-            self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen)
+        steps = (
+            self._vanilla(prompt_ids, max_new, sampling, gen)
+            if mode == "vanilla"
+            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen)
+        )
         for tokens, accepted in steps:
             stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
             if stop_at is not None:
@@ -228,7 +275,7 @@ class SpecExitGenerator:
             if len(generated) >= max_new:
                 break
         # make sure any held-back partial character is flushed
-        tail = self.tokenizer.decode(detok.ids, skip_special_tokens=False)[detok.emitted:]
+        tail = self.tokenizer.decode(detok.ids, skip_special_tokens=False)[detok.emitted :]
         if tail:
             yield StreamChunk([], tail, phase)
         body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
@@ -276,7 +323,7 @@ class SpecExitGenerator:
         logits, hidden = target.forward(torch.tensor([prompt_ids]), cache)
         first = self._choose(logits[-1], sampling, gen)
         fused, _ = draft.fuse(hidden)
-        proposer.commit(fused, prompt_ids[1:] + [first])
+        proposer.commit(fused, [*prompt_ids[1:], first])
         if specexit:
             policy.step([first], None)  # prompt positions carry no signal
         yield [first], None
@@ -289,8 +336,11 @@ class SpecExitGenerator:
             logits, hidden = target.forward(ids, cache, pos, mask)
             p = len(pending)
             node_logits = logits[p - 1 :]
-            verdict = (verify_greedy(node_logits, tree) if sampling.greedy
-                       else verify_sampling(node_logits, tree, sampling, gen))
+            verdict = (
+                verify_greedy(node_logits, tree)
+                if sampling.greedy
+                else verify_sampling(node_logits, tree, sampling, gen)
+            )
             acc = verdict.accepted
             compact_cache(cache, past + p, acc)
             emitted = [tree.tokens[i] for i in acc] + [verdict.bonus]
@@ -303,7 +353,7 @@ class SpecExitGenerator:
                 visible = _truncate(emitted, self.stop_ids, max_new - produced)
                 decision = policy.step(visible, signals)
                 if decision.exit:
-                    emitted, forced = visible[: decision.keep] + [self.think_end_id], True
+                    emitted, forced = [*visible[:decision.keep], self.think_end_id], True
             produced += len(emitted)
             yield emitted, len(acc) + 1
             if produced >= max_new or any(t in self.stop_ids for t in emitted):

@@ -149,9 +149,7 @@ class ExitPolicy:
             config.validate(available_signals)
         self.config, self.detector, self.enabled = config, detector, enabled
         self.think_start_id, self.think_end_id = think_start_id, think_end_id
-        self.smoothers = {
-            n: SignalSmoother(config.smoothing, config.alpha, config.window) for n in config.thresholds
-        }
+        self.smoothers = {n: SignalSmoother(config.smoothing, config.alpha, config.window) for n in config.thresholds}
         self.in_thinking = False
         self.finished = False  # thinking ended (naturally or by exit): no more checks
         self.thinking_tokens = 0

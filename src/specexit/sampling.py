@@ -18,8 +18,9 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0 and math.isfinite(
-                self.temperature)):
+        if not (
+            isinstance(self.temperature, (int, float)) and self.temperature >= 0 and math.isfinite(self.temperature)
+        ):
             raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")

@@ -18,6 +18,7 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCaus
 def eagle3_layer_ids(num_layers: int) -> tuple[int, int, int]:
     """Decoder layers whose outputs feed the draft: low, middle, high (0-based, clamped for tiny
     models; a real model of >= 6 layers gives exactly (1, N//2 - 1, N - 4))."""
+
     def clamp(i: int) -> int:
         return max(0, min(num_layers - 1, i))
 
@@ -27,8 +28,14 @@ def eagle3_layer_ids(num_layers: int) -> tuple[int, int, int]:
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise CheckpointError(f"unknown dtype {name!r}; use one of {sorted(table)}")
     return table[name]
@@ -73,13 +80,14 @@ class TargetModel:
     def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype = "float32") -> TargetModel:
         cfg = read_model_config(path)
         archs = cfg.get("architectures") or []
-        if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
-            # other decoder-only HF models usually work too; say so instead of refusing
-            if not archs or not str(archs[0]).endswith("ForCausalLM"):
-                raise CheckpointError(
-                    f"{path}: architecture {archs} is not a causal LM; supported: {SUPPORTED_ARCHITECTURES}")
+        # other decoder-only HF causal LMs usually work too: refuse only what is clearly not one
+        if not archs or not str(archs[0]).endswith("ForCausalLM"):
+            raise CheckpointError(
+                f"{path}: architecture {archs} is not a causal LM; supported: {SUPPORTED_ARCHITECTURES}"
+            )
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=resolve_dtype(dtype), local_files_only=True, attn_implementation="sdpa")
+            str(path), dtype=resolve_dtype(dtype), local_files_only=True, attn_implementation="sdpa"
+        )
         return cls(model)
 
     @property
@@ -122,7 +130,8 @@ def _layers(cache: DynamicCache) -> list[DynamicLayer]:
         if type(layer) is not DynamicLayer:
             raise CheckpointError(
                 f"KV cache layer type {type(layer).__name__} (sliding window / hybrid attention) is not "
-                "supported for speculative decoding yet")
+                "supported for speculative decoding yet"
+            )
     return layers
 
 

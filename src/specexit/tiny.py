@@ -23,8 +23,11 @@ from transformers import (
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
-ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-         "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+ARCHS = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+}
 
 # Qwen3-style template; with enable_thinking (default) the prompt opens the thinking span, as the
 # Qwen3 *-Thinking-2507 templates do; with enable_thinking=false an empty span is pre-filled.
@@ -35,7 +38,42 @@ CHAT_TEMPLATE = (
     "{% else %}<think>\n{% endif %}{% endif %}"
 )
 
-_WORDS = ["the", "of", "and", "to", "a", "in", "is", "we", "so", "then", "total", "each", "number", "add", "subtract", "multiply", "divide", "left", "gives", "answer", "check", "step", "first", "next", "result", "apples", "boxes", "price", "cost", "sum", "twice", "half", "more", "less"]
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "we",
+    "so",
+    "then",
+    "total",
+    "each",
+    "number",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "left",
+    "gives",
+    "answer",
+    "check",
+    "step",
+    "first",
+    "next",
+    "result",
+    "apples",
+    "boxes",
+    "price",
+    "cost",
+    "sum",
+    "twice",
+    "half",
+    "more",
+    "less",
+]
 _CONNECTORS = ("Wait", "But", "So", "Alternatively", "Hmm", "However")
 
 
@@ -58,17 +96,35 @@ def train_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizer
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_corpus(2000, seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=["<|im_start|>", "<think>", "</think>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def make_tiny(arch: str, out: str | Path, hidden: int = 64, layers: int = 4, heads: int = 4, kv_heads: int = 2,
-              vocab_size: int = 512, seed: int = 0, init_std: float = 0.08, head_std: float = 0.5) -> Path:
+def make_tiny(
+    arch: str,
+    out: str | Path,
+    hidden: int = 64,
+    layers: int = 4,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vocab_size: int = 512,
+    seed: int = 0,
+    init_std: float = 0.08,
+    head_std: float = 0.5,
+) -> Path:
     """Write a tiny random ``arch`` model + tokenizer to ``out``.  ``head_std`` (the output head's
     init scale) is far above the usual 0.02 so that the next-token distribution is peaked like a
     trained LM's rather than uniform: sampling tests then have structure to check."""
@@ -77,10 +133,20 @@ def make_tiny(arch: str, out: str | Path, hidden: int = 64, layers: int = 4, hea
     out = Path(out)
     tokenizer = train_tokenizer(vocab_size, seed)
     cfg_cls, model_cls = ARCHS[arch]
-    kw = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-              num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-              max_position_embeddings=4096, initializer_range=init_std, tie_word_embeddings=False,
-              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    kw = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        initializer_range=init_std,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     if arch == "qwen3":
         kw["head_dim"] = hidden // heads
     torch.manual_seed(seed)

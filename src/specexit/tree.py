@@ -39,8 +39,9 @@ class DraftTree:
 
     @staticmethod
     def chain(tokens: list[int]) -> DraftTree:
-        return DraftTree(tokens=list(tokens), parents=list(range(-1, len(tokens) - 1)),
-                         depths=list(range(1, len(tokens) + 1)))
+        return DraftTree(
+            tokens=list(tokens), parents=list(range(-1, len(tokens) - 1)), depths=list(range(1, len(tokens) + 1))
+        )
 
     @staticmethod
     def empty() -> DraftTree:
