@@ -1,0 +1,59 @@
+"""Core engine checks on tiny random models of the three architectures (no downloads)."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from specexit.draft import Eagle3Draft, init_draft
+from specexit.engine import SpecExitGenerator
+from specexit.errors import CheckpointError, ConfigError
+from specexit.exit_policy import ExitConfig, SignalSmoother
+from specexit.proposer import TreeConfig
+from specexit.target import TargetModel
+from specexit.tiny import make_tiny
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3"])
+def gen(request, tmp_path_factory):
+    path = make_tiny(request.param, tmp_path_factory.mktemp(request.param))
+    target = TargetModel.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    return SpecExitGenerator(target, tok, init_draft(target))
+
+
+@pytest.mark.parametrize("tree", [TreeConfig(), TreeConfig(chain=True, depth=4), TreeConfig(8, 3, 3)])
+def test_spec_greedy_equals_vanilla(gen, tree):
+    for prompt, n in [("What is 12 + 7?", 120), ("Wait, so the total", 37)]:
+        ids = gen.encode_prompt(prompt)
+        ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n)
+        out = gen.generate(input_ids=ids, mode="spec", max_new_tokens=n, tree=tree)
+        assert out.token_ids == ref.token_ids
+        assert out.new_tokens == n
+
+
+def test_vanilla_matches_hf_generate(gen):
+    ids = gen.encode_prompt("Add 3 and 4.")
+    ref = gen.target.model.generate(torch.tensor([ids]), max_new_tokens=60, do_sample=False, eos_token_id=None)
+    out = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=60)
+    assert ref[0, len(ids) :].tolist()[: out.new_tokens] == out.token_ids
+
+
+def test_bad_inputs(gen, tmp_path):
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        gen.generate("hi", mode="spec", max_new_tokens=0)
+    plain = init_draft(gen.target, signals=[])
+    plain.save_pretrained(tmp_path / "plain")
+    with pytest.raises(CheckpointError, match=r"fc.weight has shape \[64, 192\].*convert"):
+        Eagle3Draft.from_pretrained(tmp_path / "plain", target=gen.target, signals=["confidence", "progress", "remain"])
+    with pytest.raises(ConfigError, match="predicts only"):
+        SpecExitGenerator(gen.target, gen.tokenizer, plain).generate("hi", mode="specexit", max_new_tokens=4)
+
+
+def test_smoothers():
+    ew = SignalSmoother("ewma", alpha=0.1)
+    assert ew.update(1.0) == 1.0 and ew.update(0.0) == pytest.approx(0.9)
+    mo = SignalSmoother("momentum", window=3)
+    assert mo.update(0.1) is None and mo.update(0.2) is None
+    assert mo.update(0.3) == pytest.approx(0.4)
+    with pytest.raises(ConfigError):
+        ExitConfig(thresholds={}).validate()
