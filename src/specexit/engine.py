@@ -244,8 +244,7 @@ class SpecExitGenerator:
 
         def emit(tokens: list[int]) -> Iterator[StreamChunk]:
             nonlocal phase
-            for seg_start, seg in _segments(tokens, {self.think_start_id, self.think_end_id}):
-                del seg_start
+            for seg in _segments(tokens, {self.think_start_id, self.think_end_id}):
                 if seg[0] in (self.think_start_id, self.think_end_id) and len(seg) == 1:
                     phase = "reasoning" if seg[0] == self.think_start_id else "answer"
                     yield StreamChunk(seg, detok.push(seg), "marker")
@@ -353,7 +352,7 @@ class SpecExitGenerator:
                 visible = _truncate(emitted, self.stop_ids, max_new - produced)
                 decision = policy.step(visible, signals)
                 if decision.exit:
-                    emitted, forced = [*visible[:decision.keep], self.think_end_id], True
+                    emitted, forced = [*visible[: decision.keep], self.think_end_id], True
             produced += len(emitted)
             yield emitted, len(acc) + 1
             if produced >= max_new or any(t in self.stop_ids for t in emitted):
@@ -380,8 +379,8 @@ def _segments(tokens: list[int], markers: set[int | None]):
     for i, t in enumerate(tokens):
         if t in markers:
             if i > start:
-                yield start, tokens[start:i]
-            yield i, [t]
+                yield tokens[start:i]
+            yield [t]
             start = i + 1
     if start < len(tokens):
-        yield start, tokens[start:]
+        yield tokens[start:]
