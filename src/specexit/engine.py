@@ -350,7 +350,8 @@ class SpecExitGenerator:
                 signals = {n: float(v.mean()) for n, v in sig.items()} if sig else None
                 # the policy must not see tokens the caller will drop (stop token / length cap)
                 visible = _truncate(emitted, self.stop_ids, max_new - produced)
-                decision = policy.step(visible, signals)
+                # an exit needs room for the forced think-end token within max_new_tokens
+                decision = policy.step(visible, signals, max_keep=max_new - produced - 1)
                 if decision.exit:
                     emitted, forced = [*visible[: decision.keep], self.think_end_id], True
             produced += len(emitted)

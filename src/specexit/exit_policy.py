@@ -9,6 +9,7 @@ On exit the engine keeps ``decision.keep`` tokens of the round and forces the th
 from __future__ import annotations
 
 import math
+import numbers
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,16 +41,17 @@ class ExitConfig:
     think_start: str = "<think>"
     think_end: str = "</think>"
 
-    def validate(self, available_signals: Sequence[str] | None = None) -> None:
-        """Raise ConfigError for any setting that would make the rule silently never fire."""
-        if not self.thresholds:
+    def validate(self, available_signals: Sequence[str] | None = None, enabled: bool = True) -> None:
+        """Raise ConfigError for any invalid setting, and, when the rule is ``enabled``, for anything
+        that would make it silently never fire (no threshold, a signal the draft does not predict)."""
+        if enabled and not self.thresholds:
             raise ConfigError("exit policy needs at least one signal threshold (confidence, progress, remain)")
         for name, value in self.thresholds.items():
             if name not in SIGNAL_NAMES:
                 raise ConfigError(f"unknown exit signal {name!r}; known signals: {', '.join(SIGNAL_NAMES)}")
-            if not isinstance(value, (int, float)) or math.isnan(value):
-                raise ConfigError(f"threshold for {name!r} must be a number, got {value!r}")
-        if available_signals is not None:
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"threshold for {name!r} must be a finite number, got {value!r}")
+        if enabled and available_signals is not None:
             missing = [n for n in self.thresholds if n not in available_signals]
             if missing:
                 have = ", ".join(available_signals) or "none"
@@ -59,12 +61,12 @@ class ExitConfig:
                 )
         if self.smoothing not in SMOOTHING_METHODS:
             raise ConfigError(f"smoothing must be one of {SMOOTHING_METHODS}, got {self.smoothing!r}")
-        if not 0.0 < self.alpha <= 1.0:
-            raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
-        if self.window < 1:
-            raise ConfigError(f"window must be >= 1, got {self.window}")
-        if self.min_thinking_tokens < 0:
-            raise ConfigError(f"min_thinking_tokens must be >= 0, got {self.min_thinking_tokens}")
+        if not isinstance(self.alpha, numbers.Real) or not 0.0 < self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be a number in (0, 1], got {self.alpha!r}")
+        if not isinstance(self.window, numbers.Integral) or self.window < 1:
+            raise ConfigError(f"window must be an integer >= 1, got {self.window!r}")
+        if not isinstance(self.min_thinking_tokens, numbers.Real) or self.min_thinking_tokens < 0:
+            raise ConfigError(f"min_thinking_tokens must be a number >= 0, got {self.min_thinking_tokens!r}")
         if not self.paragraph_boundaries and not self.connectors:
             raise ConfigError("no boundary kind enabled: enable paragraph boundaries or give connector words")
 
@@ -107,7 +109,7 @@ class ExitRecord:
     """Why and where the policy exited (telemetry)."""
 
     round: int
-    thinking_tokens: int  # thinking tokens kept, the boundary included
+    thinking_tokens: int  # thinking tokens kept (a paragraph break is kept, a connector is not)
     new_tokens: int  # generated tokens kept before the forced think-end token
     boundary: str  # "paragraph" | "connector"
     boundary_text: str
@@ -145,8 +147,7 @@ class ExitPolicy:
         available_signals: Sequence[str] | None = None,
         enabled: bool = True,
     ) -> None:
-        if enabled:
-            config.validate(available_signals)
+        config.validate(available_signals, enabled=enabled)
         self.config, self.detector, self.enabled = config, detector, enabled
         self.think_start_id, self.think_end_id = think_start_id, think_end_id
         self.smoothers = {n: SignalSmoother(config.smoothing, config.alpha, config.window) for n in config.thresholds}
@@ -169,8 +170,12 @@ class ExitPolicy:
     def smoothed(self) -> dict[str, float]:
         return {n: s.value for n, s in self.smoothers.items() if s.value is not None}
 
-    def step(self, tokens: Sequence[int], signals: Mapping[str, float] | None) -> ExitDecision:
-        """Process one round: ``tokens`` emitted this round, ``signals`` raw read-out (or None)."""
+    def step(
+        self, tokens: Sequence[int], signals: Mapping[str, float] | None, max_keep: int | None = None
+    ) -> ExitDecision:
+        """Process one round: ``tokens`` emitted this round, ``signals`` raw read-out (or None).
+        ``max_keep``: the most tokens of this round an exit may keep (the forced think-end token must
+        still fit in the caller's token budget); a boundary beyond it is not an exit point."""
         self.rounds += 1
         was_thinking = self.in_thinking and not self.finished
         raw: dict[str, float] = {}
@@ -209,7 +214,7 @@ class ExitPolicy:
             kind, text = hit
             keep = i + 1 if kind == "paragraph" else i
             kept_thinking = self.thinking_tokens - (0 if kind == "paragraph" else 1)
-            if kept_thinking < self.config.min_thinking_tokens:
+            if kept_thinking < self.config.min_thinking_tokens or (max_keep is not None and keep > max_keep):
                 continue
             checked = True
             if all(passes(n, smooth[n], th) for n, th in self.config.thresholds.items()):
@@ -222,8 +227,8 @@ class ExitPolicy:
                     new_tokens=self.new_tokens,
                     boundary=kind,
                     boundary_text=text,
-                    raw=raw,
-                    smoothed=smooth,
+                    raw=dict(raw),
+                    smoothed=dict(smooth),
                     thresholds=dict(self.config.thresholds),
                 )
                 return ExitDecision(keep=keep, record=self.record)
