@@ -41,9 +41,19 @@ class GreedyOracleProposer(_SequenceTracker):
     child), a decoy branch of two tokens off the root, and, with probability ``error_rate``, a wrong
     token at a random depth (so acceptance lengths vary)."""
 
-    def __init__(self, target, prompt_ids, depth: int = 6, error_rate: float = 0.3, seed: int = 0) -> None:
+    def __init__(
+        self,
+        target,
+        prompt_ids,
+        depth: int = 6,
+        error_rate: float = 0.3,
+        seed: int = 0,
+        reference: list[int] | None = None,
+    ) -> None:
         super().__init__(target, prompt_ids)
         self.depth, self.error_rate = depth, error_rate
+        # prompt + the known greedy continuation: a shortcut while the sequence follows it
+        self.reference = reference or []
         self.rng = random.Random(seed)
         self.vocab = target.vocab_size
 
@@ -52,8 +62,10 @@ class GreedyOracleProposer(_SequenceTracker):
         return tok if tok != avoid else (tok + 1) % self.vocab
 
     def propose(self, gen=None) -> DraftTree:
-        truth: list[int] = []
-        for _ in range(self.depth):
+        n = len(self.seq)
+        on_reference = len(self.reference) >= n + self.depth and self.reference[:n] == self.seq
+        truth: list[int] = list(self.reference[n : n + self.depth]) if on_reference else []
+        while len(truth) < self.depth:
             truth.append(int(self.next_logits([self.seq + truth])[0].argmax()))
         if self.rng.random() < self.error_rate:
             d = self.rng.randrange(self.depth)

@@ -232,6 +232,10 @@ def _cmd_models(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # transformers' per-tensor "Loading weights" bars are noise in a CLI whose models load in a second
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     handler = {
         "generate": _cmd_generate,
         "init-draft": _cmd_init_draft,
