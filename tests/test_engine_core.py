@@ -57,3 +57,20 @@ def test_smoothers():
     assert mo.update(0.3) == pytest.approx(0.4)
     with pytest.raises(ConfigError):
         ExitConfig(thresholds={}).validate()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_attention_matches_sdpa(dtype):
+    from specexit.draft import grouped_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(6, 5, 16, generator=g).to(dtype)
+    k, v = torch.randn(2, 40, 16, generator=g).to(dtype), torch.randn(2, 40, 16, generator=g).to(dtype)
+    mask = torch.zeros(5, 40, dtype=dtype)
+    mask[:, 35:] = torch.finfo(dtype).min
+    mask[:, 35:].fill_diagonal_(0.0)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.repeat_interleave(3, 0).float(), v.repeat_interleave(3, 0).float(), attn_mask=mask.float()
+    )
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(grouped_attention(q, k, v, mask).float(), ref, atol=tol, rtol=tol)

@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    g.add_argument("--dtype", default="float32", help="target precision: float32 | bfloat16 | float16")
+    g.add_argument("--draft-dtype", default=None, help="draft precision (default: the target's)")
     g.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching (default 60,6,10)")
     g.add_argument("--chain", type=int, default=0, help="use a chain of this many draft tokens instead of a tree")
     g.add_argument(
@@ -142,7 +143,7 @@ def _cmd_generate(a) -> int:
         think_end=a.think_end,
     )
     gen = SpecExitGenerator.from_pretrained(
-        a.target, a.draft, dtype=a.dtype, think_start=a.think_start, think_end=a.think_end
+        a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start, think_end=a.think_end
     )
     sampling = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed)
     stream = gen.stream(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from .chat import build_prompt, split_reasoning_ids
 from .draft import Eagle3Draft
 from .errors import ConfigError, TokenizerError
 from .exit_policy import ExitConfig, ExitPolicy
+from .profiling import RoundProfile
 from .proposer import DraftProposer, TreeConfig
 from .sampling import SamplingParams, probs_from_logits, sample
-from .target import TargetModel, compact_cache, crop_cache
+from .target import TargetModel, compact_cache, crop_cache, resolve_dtype
 from .tree import DraftTree, verification_inputs
 from .verify import verify_greedy, verify_sampling
 
@@ -140,6 +142,7 @@ class SpecExitGenerator:
         target_dir: str | Path,
         draft_dir: str | Path | None = None,
         dtype: str = "float32",
+        draft_dtype: str | None = None,
         tokenizer_dir: str | Path | None = None,
         **kw,
     ) -> SpecExitGenerator:
@@ -147,7 +150,10 @@ class SpecExitGenerator:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or target_dir), local_files_only=True)
         draft = None
         if draft_dir is not None:
-            draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=target.dtype)
+            # the draft may run in another precision than the target: it only changes acceptance, never
+            # the output (bf16 drafting is ~4x faster on CPUs with AVX512-BF16, see docs/performance.md)
+            dd = resolve_dtype(draft_dtype) if draft_dtype else target.dtype
+            draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=dd)
         return cls(target, tokenizer, draft, **kw)
 
     def _stop_ids(self) -> set[int]:
@@ -195,6 +201,7 @@ class SpecExitGenerator:
         chat: bool = True,
         enable_thinking: bool = True,
         system: str | None = None,
+        profile: RoundProfile | None = None,
     ) -> GenerationStream:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -228,11 +235,13 @@ class SpecExitGenerator:
         tail = self.tokenizer.decode(input_ids[-8:], skip_special_tokens=False)
         policy.start(input_ids, tail)
         out = GenerationStream(iter(()))
-        out._chunks = self._chunks(out, list(input_ids), mode, max_new_tokens, sampling, tree or TreeConfig(), policy)
+        out._chunks = self._chunks(
+            out, list(input_ids), mode, max_new_tokens, sampling, tree or TreeConfig(), policy, profile
+        )
         return out
 
     # ------------------------------------------------------------------------------------------
-    def _chunks(self, out: GenerationStream, prompt_ids, mode, max_new, sampling, tree_cfg, policy):
+    def _chunks(self, out: GenerationStream, prompt_ids, mode, max_new, sampling, tree_cfg, policy, profile):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
         opened = policy.in_thinking
@@ -254,7 +263,7 @@ class SpecExitGenerator:
         steps = (
             self._vanilla(prompt_ids, max_new, sampling, gen)
             if mode == "vanilla"
-            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen)
+            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen, profile)
         )
         for tokens, accepted in steps:
             stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
@@ -313,7 +322,7 @@ class SpecExitGenerator:
             logits, _ = self.target.forward(torch.tensor([[tok]]), cache, last_only=True)
 
     @torch.inference_mode()
-    def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, policy: ExitPolicy, gen):
+    def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, policy: ExitPolicy, gen, profile=None):
         target, draft = self.target, self.draft
         assert draft is not None
         specexit = policy.enabled
@@ -328,43 +337,58 @@ class SpecExitGenerator:
         yield [first], None
         pending = [first]
         produced = 1
+        timed = profile.section if profile is not None else _untimed
         while produced < max_new:
-            tree = proposer.propose(gen) if len(pending) == 1 else DraftTree.empty()
-            past = cache.get_seq_length()
-            ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
-            logits, hidden = target.forward(ids, cache, pos, mask)
-            p = len(pending)
-            node_logits = logits[p - 1 :]
-            verdict = (
-                verify_greedy(node_logits, tree)
-                if sampling.greedy
-                else verify_sampling(node_logits, tree, sampling, gen)
-            )
-            acc = verdict.accepted
-            compact_cache(cache, past + p, acc)
-            emitted = [tree.tokens[i] for i in acc] + [verdict.bonus]
-            known = torch.cat([hidden[:p], hidden[[p + i for i in acc]]]) if acc else hidden[:p]
-            fused, sig = draft.fuse(known)
-            forced = False
-            if specexit:
-                signals = {n: float(v.mean()) for n, v in sig.items()} if sig else None
-                # the policy must not see tokens the caller will drop (stop token / length cap)
-                visible = _truncate(emitted, self.stop_ids, max_new - produced)
-                # an exit needs room for the forced think-end token within max_new_tokens
-                decision = policy.step(visible, signals, max_keep=max_new - produced - 1)
-                if decision.exit:
-                    emitted, forced = [*visible[: decision.keep], self.think_end_id], True
+            with timed("propose"):
+                tree = proposer.propose(gen) if len(pending) == 1 else DraftTree.empty()
+            with timed("tree_inputs"):
+                past = cache.get_seq_length()
+                ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
+            with timed("target_forward"):
+                logits, hidden = target.forward(ids, cache, pos, mask)
+            with timed("verify"):
+                p = len(pending)
+                node_logits = logits[p - 1 :]
+                verdict = (
+                    verify_greedy(node_logits, tree)
+                    if sampling.greedy
+                    else verify_sampling(node_logits, tree, sampling, gen)
+                )
+                acc = verdict.accepted
+            with timed("kv_compact"):
+                compact_cache(cache, past + p, acc)
+            with timed("signals_exit"):
+                emitted = [tree.tokens[i] for i in acc] + [verdict.bonus]
+                known = torch.cat([hidden[:p], hidden[[p + i for i in acc]]]) if acc else hidden[:p]
+                fused, sig = draft.fuse(known)
+                forced = False
+                if specexit:
+                    signals = {n: float(v.mean()) for n, v in sig.items()} if sig else None
+                    # the policy must not see tokens the caller will drop (stop token / length cap)
+                    visible = _truncate(emitted, self.stop_ids, max_new - produced)
+                    # an exit needs room for the forced think-end token within max_new_tokens
+                    decision = policy.step(visible, signals, max_keep=max_new - produced - 1)
+                    if decision.exit:
+                        emitted, forced = [*visible[: decision.keep], self.think_end_id], True
             produced += len(emitted)
+            if profile is not None:
+                profile.rounds += 1
+                profile.tree_tokens += len(tree)
             yield emitted, len(acc) + 1
             if produced >= max_new or any(t in self.stop_ids for t in emitted):
                 return
-            # bring the target cache and the draft up to the kept sequence
-            seq = pending + emitted
-            n_known = min(p + len(acc), len(seq) - 1)
-            if forced:
-                crop_cache(cache, past + n_known)
-            proposer.commit(fused[:n_known], seq[1 : n_known + 1])
-            pending = seq[n_known:]
+            with timed("draft_commit"):
+                # bring the target cache and the draft up to the kept sequence
+                seq = pending + emitted
+                n_known = min(p + len(acc), len(seq) - 1)
+                if forced:
+                    crop_cache(cache, past + n_known)
+                proposer.commit(fused[:n_known], seq[1 : n_known + 1])
+                pending = seq[n_known:]
+
+
+def _untimed(_name: str) -> nullcontext:
+    return nullcontext()
 
 
 def _truncate(tokens: list[int], stop_ids: set[int], budget: int) -> list[int]:

@@ -76,8 +76,7 @@ class DraftProposer:
         t = fused.shape[0]
         pos = torch.arange(start, start + t)
         ids = torch.tensor(next_tokens, dtype=torch.long)
-        h, k, v = self.draft.layer(fused.to(self.dtype), ids, pos, self.kv, _causal_mask(start, t, self.dtype))
-        self.kv.append(k, v)
+        h = self.draft.layer(fused.to(self.dtype), ids, pos, self.kv, _causal_mask(start, t, self.dtype))
         self.kv.commit()
         self.last_hidden, self.last_pos = h[-1], start + t - 1
         self.last_logits = self.draft.logits(h[-1:])[0]
@@ -86,17 +85,19 @@ class DraftProposer:
         """Keep only the first ``length`` committed pairs (used after a forced exit)."""
         self.kv.crop(length)
 
-    def _children(self, logits: torch.Tensor, gen: torch.Generator | None):
-        """Children of one node: (draft ids [k], rank log-scores [k], q over the draft vocab)."""
+    def _expand(self, logits: torch.Tensor, gen: torch.Generator | None):
+        """Children of m nodes at once, from draft logits [m, Vd]: target ids [m][k] (in draw order),
+        rank log-scores [m][k] (the r-th largest log-probability), and q [m, Vd] (sampling only)."""
         k = min(self.tree_cfg.k, logits.shape[-1])
-        if self.sampling.greedy:
-            q = torch.softmax(logits.float(), -1)
-            top = torch.topk(q, k)
-            return top.indices, top.values.log(), q
-        q = probs_from_logits(logits, self.sampling)
-        ranks = torch.topk(q, k).values.log()
-        ids = gumbel_topk(q.log(), k, gen)
-        return ids, ranks, q
+        logits = logits.float()
+        if self.sampling.greedy:  # children = the top k (log_softmax is cheaper than logsumexp here)
+            top = torch.topk(torch.log_softmax(logits, dim=-1), k, dim=-1)
+            ranks, draft_ids, q = top.values, top.indices, None
+        else:
+            q = probs_from_logits(logits, self.sampling)
+            ranks = torch.topk(q, k, dim=-1).values.log()
+            draft_ids = gumbel_topk(q.log(), k, gen)
+        return self.vocab_map[draft_ids].tolist(), ranks.tolist(), q
 
     @torch.inference_mode()
     def propose(self, gen: torch.Generator | None = None) -> DraftTree:
@@ -110,23 +111,26 @@ class DraftProposer:
         hidden_of: dict[int, torch.Tensor] = {-1: self.last_hidden}
         slot_of: dict[int, int] = {}  # node -> index in the draft scratch cache
 
-        def add_children(parent: int, logits: torch.Tensor, base: float, depth: int) -> list[int]:
-            ids, ranks, q = self._children(logits, gen)
-            if keep_q:
-                q_store[parent] = (self.vocab_map, q)
+        def add_children(expanded: list[int], logits: torch.Tensor, depth: int) -> list[int]:
+            """Give each expanded node (-1 = root) its children; returns the new nodes."""
+            ids, ranks, q = self._expand(logits, gen)
             new = []
-            for j in range(ids.shape[0]):
-                s = base + float(ranks[j])
-                if s == float("-inf"):
-                    break
-                tokens.append(int(self.vocab_map[ids[j]]))
-                parents.append(parent)
-                depths.append(depth)
-                scores.append(s)
-                new.append(len(tokens) - 1)
+            for row, parent in enumerate(expanded):
+                if keep_q:
+                    q_store[parent] = (self.vocab_map, q[row])
+                base = scores[parent] if parent >= 0 else 0.0
+                for tok, rank in zip(ids[row], ranks[row], strict=True):
+                    if rank == float("-inf"):  # q has fewer than k tokens (top-k / top-p cut)
+                        break
+                    tokens.append(tok)
+                    parents.append(parent)
+                    depths.append(depth)
+                    scores.append(base + rank)
+                    new.append(len(tokens) - 1)
             return new
 
-        frontier = add_children(-1, self.last_logits, 0.0, 1)
+        frontier = add_children([-1], self.last_logits[None], 1)
+        neg = torch.finfo(self.dtype).min
         for depth in range(1, cfg.depth):
             expand = sorted(frontier, key=lambda i: -scores[i])[: cfg.k]
             if not expand:
@@ -134,26 +138,26 @@ class DraftProposer:
             n_past = self.kv.length
             # mask: committed cache visible; scratch entries only when they are ancestors; self visible
             mask = torch.zeros(len(expand), n_past + len(expand), dtype=self.dtype)
-            neg = torch.finfo(self.dtype).min
             if n_past > self.kv.committed:
                 mask[:, self.kv.committed : n_past] = neg
+            rows, cols = [], []
             for row, node in enumerate(expand):
                 p = parents[node]
                 while p != -1:
-                    mask[row, slot_of[p]] = 0.0
+                    rows.append(row)
+                    cols.append(slot_of[p])
                     p = parents[p]
+            if rows:  # one scatter instead of a tensor write per ancestor
+                mask[rows, cols] = 0.0
             mask[:, n_past:] = torch.full((len(expand), len(expand)), neg, dtype=self.dtype).fill_diagonal_(0.0)
             hid = torch.stack([hidden_of[parents[i]] for i in expand])
             ids = torch.tensor([tokens[i] for i in expand], dtype=torch.long)
             pos = torch.full((len(expand),), self.last_pos + depth, dtype=torch.long)
-            h, k, v = self.draft.layer(hid, ids, pos, self.kv, mask)
-            self.kv.append(k, v)
-            logits = self.draft.logits(h)
-            frontier = []
+            h = self.draft.layer(hid, ids, pos, self.kv, mask)
             for row, node in enumerate(expand):
                 slot_of[node] = n_past + row
                 hidden_of[node] = h[row]
-                frontier += add_children(node, logits[row], scores[node], depth + 1)
+            frontier = add_children(expand, self.draft.logits(h), depth + 1)
         self.kv.drop_scratch()
 
         order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))[: cfg.budget]
