@@ -5,3 +5,31 @@ import torch
 # The tests run tiny models: one thread is faster than two (no sync cost per small matmul) and
 # stays fast when the other core is busy (two spinning OpenMP threads then slow down many-fold).
 torch.set_num_threads(1)
+
+
+def make_thinking_tiny(path, arch: str = "qwen3", seed: int = 0):
+    """A tiny random model whose output head was edited so that it writes paragraph breaks, closes
+    its thinking span and stops: in place of its three favourite tokens (on a fixed prompt) it writes
+    "\\n\\n", "</think>" and (more rarely) "<|im_end|>".  A random model otherwise never ends its
+    thinking, and the training pipeline needs traces with thinking spans."""
+    from collections import Counter
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from specexit.tiny import make_tiny
+
+    make_tiny(arch, path, seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tok.encode(text, add_special_tokens=False)
+    out = model.generate(torch.tensor([ids]), max_new_tokens=200, do_sample=False, eos_token_id=None)
+    favourites = [t for t, _ in Counter(out[0, len(ids) :].tolist()).most_common(3)]
+    vocab = tok.get_vocab()
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        for fav, marker, scale in zip(favourites, ["ĊĊ", "</think>", "<|im_end|>"], [1.03, 1.08, 0.85], strict=True):
+            head[vocab[marker]] = head[fav] * scale
+    model.save_pretrained(path)
+    return path

@@ -1,4 +1,4 @@
-"""Command line: ``specexit generate | init-draft | make-tiny | convert | models``."""
+"""Command line: ``specexit generate | init-draft | make-tiny | convert | models | train``."""
 
 from __future__ import annotations
 
@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument(
         "--no-check-logits", action="store_true", help="skip the GGUF-vs-saved-folder logits check after converting"
     )
+    from .train.cli import register as register_train
+
+    register_train(sub)
     return p
 
 
@@ -231,6 +234,12 @@ def _cmd_models(a) -> int:
     return 0
 
 
+def _cmd_train(a) -> int:
+    from .train.cli import run
+
+    return run(a)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # transformers' per-tensor "Loading weights" bars are noise in a CLI whose models load in a second
@@ -243,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "make-tiny": _cmd_make_tiny,
         "convert": _cmd_convert,
         "models": _cmd_models,
+        "train": _cmd_train,
     }[args.cmd]
     try:
         return handler(args)

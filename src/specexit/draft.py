@@ -149,6 +149,12 @@ class DraftAttention(nn.Module):
         return self.o_proj(grouped_attention(q, k, v, mask).transpose(0, 1).reshape(t, -1))
 
 
+def apply_rotary(rotary: nn.Module, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
+    """Rotary embedding of q/k [B, heads, T, d] at integer ``positions`` [T]."""
+    cos, sin = rotary(q, positions[None])
+    return apply_rotary_pos_emb(q, k, cos, sin)
+
+
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Attention of q [Hq, T, d] over k/v [Hk, L, d] with an additive mask [T, L] (GQA: query head h
     uses kv head h // (Hq/Hk)); softmax in float32.  Plain batched matmuls: for the draft's few

@@ -66,11 +66,12 @@ class TargetModel:
         self.layer_ids = eagle3_layer_ids(self.num_layers)
         self.hidden_size = int(self.config.hidden_size)
         self.vocab_size = int(self.config.vocab_size)
-        self._captured: dict[int, torch.Tensor] = {}
+        self._captured: dict[int | str, torch.Tensor] = {}
         for lid in sorted(set(self.layer_ids)):
             layers[lid].register_forward_hook(self._make_hook(lid))
+        model.model.norm.register_forward_hook(self._make_hook("final"))
 
-    def _make_hook(self, lid: int):
+    def _make_hook(self, lid: int | str):
         def hook(_module, _inputs, output):
             self._captured[lid] = output[0] if isinstance(output, tuple) else output
 
@@ -122,6 +123,21 @@ class TargetModel:
         hidden = torch.cat([self._captured[i][0] for i in self.layer_ids], dim=-1)
         self._captured.clear()
         return out.logits[0].float(), hidden
+
+    @torch.no_grad()  # not inference_mode: training uses these tensors as (constant) autograd inputs
+    def features(self, input_ids: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One causal pass over a whole sequence, no cache: the fused EAGLE-3 hidden states [T, 3H]
+        and the final-norm hidden states [T, H] (the target's logits are ``final @ lm_head.T``)."""
+        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
+        self.model.model(input_ids=ids, use_cache=False)
+        fused = torch.cat([self._captured[i][0] for i in self.layer_ids], dim=-1)
+        final = self._captured["final"][0]
+        self._captured.clear()
+        return fused, final
+
+    def lm_head_rows(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of the output head for ``token_ids`` (e.g. the draft vocabulary) [n, H]."""
+        return self.model.get_output_embeddings().weight[token_ids]
 
 
 def _layers(cache: DynamicCache) -> list[DynamicLayer]:

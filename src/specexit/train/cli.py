@@ -1,0 +1,153 @@
+"""``specexit train traces | labels | vocab | hidden | draft | all`` (each stage resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..exit_policy import SIGNAL_NAMES
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", required=True, help="HF folder of the target model")
+    p.add_argument("--out", required=True, help="pipeline folder (every stage reads and writes here)")
+    p.add_argument("--think-start", default="<think>")
+    p.add_argument("--think-end", default="</think>")
+    p.add_argument("--dtype", default="float32", help="target precision")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", required=True, help="JSONL: one {'question': ..., 'answer': ...} per line")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="trace length cap")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--samples", type=int, default=1, help="traces per prompt")
+    p.add_argument("--backend", choices=["hf", "engine"], default="hf", help="hf: batched generate; engine: ours")
+    p.add_argument("--batch-size", type=int, default=8, help="traces generated together (hf backend)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probe-tokens", type=int, default=24, help="cap on each confidence probe's answer")
+    p.add_argument("--connectors", default="", help="connector words that also mark boundaries, e.g. Wait,So")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-steps", type=int, default=1000, help="training step cap")
+    p.add_argument("--batch", type=int, default=4, help="sequences per step")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-frac", type=float, default=0.1)
+    p.add_argument("--ttt-steps", type=int, default=7, help="training-time-test unroll")
+    p.add_argument("--max-len", type=int, default=2048, help="sequence length cap")
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--confidence-fill", choices=["hold", "boundary"], default="hold")
+    p.add_argument("--loss-weighting", choices=["uncertainty", "fixed"], default="uncertainty")
+    p.add_argument("--signals", default=",".join(SIGNAL_NAMES), help="exit signals the draft predicts")
+    p.add_argument("--features", choices=["online", "offline"], default="online", help="target features source")
+    p.add_argument("--init", default=None, help="start from this SpecExit draft (e.g. `specexit convert` output)")
+    p.add_argument("--freeze-token-head", action="store_true", help="train only the signal rows (needs --init)")
+    p.add_argument("--draft-vocab", type=int, default=32000, help="draft vocabulary size (capped at the target's)")
+    p.add_argument("--train-seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="train a SpecExit draft: traces -> labels -> vocab -> (hidden) -> draft")
+    tsub = t.add_subparsers(dest="train_cmd", required=True)
+    p = tsub.add_parser("traces", help="generate the target's own outputs for a prompt file")
+    _common(p)
+    _trace_args(p)
+    p = tsub.add_parser("labels", help="progress/remain/confidence labels (confidence by forced-answer probes)")
+    _common(p)
+    _label_args(p)
+    p = tsub.add_parser("vocab", help="draft vocabulary from the traces' token frequencies")
+    _common(p)
+    p.add_argument("--draft-vocab", type=int, default=32000)
+    p = tsub.add_parser("hidden", help="extract float16 target features for offline training")
+    _common(p)
+    p.add_argument("--max-len", type=int, default=2048)
+    p = tsub.add_parser("draft", help="train the draft (token TTT loss + signal losses)")
+    _common(p)
+    _train_args(p)
+    p = tsub.add_parser("all", help="the whole pipeline from a prompt file to OUT/draft")
+    _common(p)
+    _trace_args(p)
+    _label_args(p)
+    _train_args(p)
+
+
+def _configs(a):
+    from .labels import LabelConfig
+    from .traces import TraceConfig
+    from .trainer import TrainConfig
+
+    trace = label = train = None
+    if hasattr(a, "prompts"):
+        trace = TraceConfig(
+            max_new_tokens=a.max_new_tokens,
+            temperature=a.temperature,
+            top_p=a.top_p,
+            samples=a.samples,
+            seed=a.seed,
+            backend=a.backend,
+            batch_size=a.batch_size,
+            system=a.system,
+        )
+    if hasattr(a, "probe_tokens"):
+        label = LabelConfig(
+            probe_tokens=a.probe_tokens, connectors=tuple(c.strip() for c in a.connectors.split(",") if c.strip())
+        )
+    if hasattr(a, "max_steps"):
+        train = TrainConfig(
+            ttt_steps=a.ttt_steps,
+            lr=a.lr,
+            warmup_frac=a.warmup_frac,
+            max_steps=a.max_steps,
+            batch_size=a.batch,
+            max_len=a.max_len,
+            ckpt_every=a.ckpt_every,
+            eval_every=a.eval_every,
+            val_fraction=a.val_fraction,
+            seed=a.train_seed,
+            confidence_fill=a.confidence_fill,
+            freeze_token_head=a.freeze_token_head,
+            loss_weighting=a.loss_weighting,
+        )
+    return trace, label, train
+
+
+def run(a) -> int:
+    from ..engine import SpecExitGenerator
+    from . import pipeline
+
+    gen = SpecExitGenerator.from_pretrained(
+        a.target, None, dtype=a.dtype, think_start=a.think_start, think_end=a.think_end
+    )
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not a.no_progress
+    trace_cfg, label_cfg, train_cfg = _configs(a)
+    signals = [s.strip() for s in getattr(a, "signals", "").split(",") if s.strip()]
+    cmd = a.train_cmd
+    if cmd == "traces":
+        print(pipeline.stage_traces(gen, a.prompts, out, trace_cfg, progress))
+    elif cmd == "labels":
+        print(json.dumps(pipeline.stage_labels(gen, out, label_cfg, progress)))
+    elif cmd == "vocab":
+        used = pipeline.stage_vocab(gen, out, a.draft_vocab)
+        print(f"draft vocabulary: {len(used)} tokens -> {out / 'vocab.json'}")
+    elif cmd == "hidden":
+        print(pipeline.stage_hidden(gen, out, a.max_len, progress))
+    elif cmd == "draft":
+        summary = pipeline.stage_draft(gen, out, train_cfg, a.features, a.init, signals, progress)
+        print(json.dumps(summary, indent=2))
+    else:
+        report = pipeline.run_all(
+            gen, a.prompts, out, trace_cfg, label_cfg, train_cfg, a.draft_vocab, a.features, progress, signals, a.init
+        )
+        print(json.dumps(report["train"], indent=2))
+    return 0
