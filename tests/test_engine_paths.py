@@ -217,3 +217,23 @@ def test_tree_config_and_budget_errors(arch):
             gen.generate("hi", mode="spec", max_new_tokens=bad)
     with pytest.raises(Exception, match="tree depth must be >= 1"):
         TreeConfig(depth=0)
+
+
+@pytest.mark.parametrize("mode", ["spec", "specexit"])
+def test_thinking_budget_forces_the_marker_after_n_thinking_tokens(paragraph_gen, mode):
+    """budget:N (the serving-engine baseline): exactly N thinking tokens, then </think>, then the target
+    goes on from there; it needs no signals and no boundary."""
+    gen, _ = paragraph_gen
+    ids = gen.encode_prompt(PROMPTS[1])
+    n, budget = 80, 23
+    ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n).token_ids
+    # thresholds that never pass: only the budget can end thinking
+    cfg = ExitConfig(thresholds={"confidence": 0.99}, thinking_budget=budget)
+    out = gen.generate(input_ids=ids, mode=mode, max_new_tokens=n, exit_config=cfg)
+    rest = gen.generate(
+        input_ids=[*ids, *ref[:budget], gen.think_end_id], mode="vanilla", max_new_tokens=n - budget - 1
+    )
+    assert out.token_ids == [*ref[:budget], gen.think_end_id, *rest.token_ids]
+    assert out.exited_early and out.exit["boundary"] == "budget" and out.thinking_tokens == budget
+    with pytest.raises(Exception, match="thinking budget is applied by the speculative loop"):
+        gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n, exit_config=cfg)

@@ -758,3 +758,17 @@ def test_max_keep_skips_a_boundary_with_no_room_for_the_marker():
     assert not decision.exit and policy.record is None
     decision = policy.step(ids("D", "\n\n", "E"), signals(), max_keep=2)
     assert decision.keep == 2 and policy.record is not None
+
+
+def test_thinking_budget_exits_at_exactly_n_thinking_tokens_without_signals():
+    policy = make_policy({"confidence": 0.99}, thinking_budget=4, enabled=False)
+    assert policy.can_exit
+    assert not policy.step(ids("A", "B"), None).exit
+    decision = policy.step(ids("C", "D", "E"), None)
+    assert decision.keep == 2 and policy.thinking_tokens == 4 and policy.record.boundary == "budget"
+    assert not policy.step(ids("F", "\n\n"), signals()).exit  # one exit per generation
+    room = make_policy({"confidence": 0.99}, thinking_budget=2, enabled=False)
+    assert not room.step(ids("A", "B", "C"), None, max_keep=1).exit  # no room for the marker yet
+    assert room.step(ids("D"), None, max_keep=1).keep == 1
+    with pytest.raises(ConfigError, match="thinking_budget must be a positive integer"):
+        ExitConfig(thinking_budget=0).validate()

@@ -210,7 +210,9 @@ class SpecExitGenerator:
         if mode != "vanilla" and self.draft is None:
             raise ConfigError(f"mode {mode!r} needs a draft model (--draft DIR); use mode 'vanilla' without one")
         exit_config = exit_config or ExitConfig(think_start=self.think_start, think_end=self.think_end)
-        if mode == "specexit" and self.think_end_id is None:
+        if mode == "vanilla" and exit_config.thinking_budget is not None:
+            raise ConfigError("a thinking budget is applied by the speculative loop: use mode 'spec' or 'specexit'")
+        if (mode == "specexit" or exit_config.thinking_budget is not None) and self.think_end_id is None:
             raise TokenizerError(
                 f"the tokenizer has no {self.think_end!r} token, so SpecExit cannot end the thinking span; "
                 "pass the model's think-end marker (--think-end) or use mode 'spec'"
@@ -270,7 +272,7 @@ class SpecExitGenerator:
             if stop_at is not None:
                 tokens = tokens[: stop_at + 1]
             tokens = tokens[: max_new - len(generated)]
-            if mode != "specexit":
+            if not (mode != "vanilla" and policy.can_exit):  # else the speculative loop steps the policy
                 policy.step(tokens, None)
             generated += tokens
             if accepted is not None:
@@ -325,14 +327,14 @@ class SpecExitGenerator:
     def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, policy: ExitPolicy, gen, profile=None):
         target, draft = self.target, self.draft
         assert draft is not None
-        specexit = policy.enabled
+        exits = policy.can_exit
         proposer = self.proposer_factory(draft, tree_cfg, sampling)
         cache = target.new_cache()
         logits, hidden = target.forward(torch.tensor([prompt_ids]), cache)
         first = self._choose(logits[-1], sampling, gen)
         fused, _ = draft.fuse(hidden)
         proposer.commit(fused, [*prompt_ids[1:], first])
-        if specexit:
+        if exits:
             policy.step([first], None)  # prompt positions carry no signal
         yield [first], None
         pending = [first]
@@ -362,8 +364,8 @@ class SpecExitGenerator:
                 known = torch.cat([hidden[:p], hidden[[p + i for i in acc]]]) if acc else hidden[:p]
                 fused, sig = draft.fuse(known)
                 forced = False
-                if specexit:
-                    signals = {n: float(v.mean()) for n, v in sig.items()} if sig else None
+                if exits:
+                    signals = {n: float(v.mean()) for n, v in sig.items()} if sig and policy.enabled else None
                     # the policy must not see tokens the caller will drop (stop token / length cap)
                     visible = _truncate(emitted, self.stop_ids, max_new - produced)
                     # an exit needs room for the forced think-end token within max_new_tokens

@@ -38,6 +38,9 @@ class ExitConfig:
     # decide on the smoothed value *before* this round's read-out, as the reference code does (its
     # read-out only exists after the decision); default: use this round's value too (fresher)
     lagged: bool = False
+    # hard cap on thinking tokens, then the think-end token is forced (the "thinking budget" baseline of
+    # serving engines); applies in spec and specexit modes, independent of signals and boundaries
+    thinking_budget: int | None = None
     think_start: str = "<think>"
     think_end: str = "</think>"
 
@@ -67,6 +70,10 @@ class ExitConfig:
             raise ConfigError(f"window must be an integer >= 1, got {self.window!r}")
         if not isinstance(self.min_thinking_tokens, numbers.Real) or self.min_thinking_tokens < 0:
             raise ConfigError(f"min_thinking_tokens must be a number >= 0, got {self.min_thinking_tokens!r}")
+        if self.thinking_budget is not None and (
+            not isinstance(self.thinking_budget, numbers.Integral) or self.thinking_budget < 1
+        ):
+            raise ConfigError(f"thinking_budget must be a positive integer, got {self.thinking_budget!r}")
         if not self.paragraph_boundaries and not self.connectors:
             raise ConfigError("no boundary kind enabled: enable paragraph boundaries or give connector words")
 
@@ -111,7 +118,7 @@ class ExitRecord:
     round: int
     thinking_tokens: int  # thinking tokens kept (a paragraph break is kept, a connector is not)
     new_tokens: int  # generated tokens kept before the forced think-end token
-    boundary: str  # "paragraph" | "connector"
+    boundary: str  # "paragraph" | "connector" | "budget"
     boundary_text: str
     raw: dict[str, float]
     smoothed: dict[str, float]
@@ -167,6 +174,11 @@ class ExitPolicy:
         last_end = max((i for i, t in enumerate(prompt_ids) if t == self.think_end_id), default=-1)
         self.in_thinking = last_start > last_end
 
+    @property
+    def can_exit(self) -> bool:
+        """Whether this policy may ever end thinking (signal rule enabled, or a thinking budget)."""
+        return self.enabled or self.config.thinking_budget is not None
+
     def smoothed(self) -> dict[str, float]:
         return {n: s.value for n, s in self.smoothers.items() if s.value is not None}
 
@@ -209,6 +221,9 @@ class ExitPolicy:
                 continue
             self.thinking_tokens += 1
             self.new_tokens += 1
+            budget = self.config.thinking_budget
+            if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
+                return self._exit(i + 1, i, "budget", self.detector.text(tid), raw, smooth)
             if hit is None or checked or not ready or not was_thinking:
                 continue
             kind, text = hit
@@ -218,18 +233,23 @@ class ExitPolicy:
                 continue
             checked = True
             if all(passes(n, smooth[n], th) for n, th in self.config.thresholds.items()):
-                self.new_tokens = self.new_tokens - (i + 1) + keep
-                self.thinking_tokens = kept_thinking
-                self.finished, self.in_thinking = True, False
-                self.record = ExitRecord(
-                    round=self.rounds,
-                    thinking_tokens=self.thinking_tokens,
-                    new_tokens=self.new_tokens,
-                    boundary=kind,
-                    boundary_text=text,
-                    raw=dict(raw),
-                    smoothed=dict(smooth),
-                    thresholds=dict(self.config.thresholds),
-                )
-                return ExitDecision(keep=keep, record=self.record)
+                return self._exit(keep, i, kind, text, raw, smooth)
         return ExitDecision()
+
+    def _exit(self, keep: int, index: int, kind: str, text: str, raw: dict, smooth: dict) -> ExitDecision:
+        """Exit keeping ``keep`` tokens of this round (the token at ``index`` was the last one counted)."""
+        dropped_thinking = index + 1 - keep  # a connector cut drops the connector itself
+        self.new_tokens -= dropped_thinking
+        self.thinking_tokens -= dropped_thinking
+        self.finished, self.in_thinking = True, False
+        self.record = ExitRecord(
+            round=self.rounds,
+            thinking_tokens=self.thinking_tokens,
+            new_tokens=self.new_tokens,
+            boundary=kind,
+            boundary_text=text,
+            raw=dict(raw),
+            smoothed=dict(smooth),
+            thresholds=dict(self.config.thresholds),
+        )
+        return ExitDecision(keep=keep, record=self.record)
