@@ -237,3 +237,40 @@ def test_thinking_budget_forces_the_marker_after_n_thinking_tokens(paragraph_gen
     assert out.exited_early and out.exit["boundary"] == "budget" and out.thinking_tokens == budget
     with pytest.raises(Exception, match="thinking budget is applied by the speculative loop"):
         gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n, exit_config=cfg)
+
+
+@pytest.mark.parametrize("oracle", [False, True], ids=["draft", "oracle"])
+def test_probe_baseline_leaves_no_trace_and_scores_the_right_prefix(paragraph_gen, oracle):
+    """DEER-style probing: a probe that never passes leaves the output exactly plain greedy (the KV
+    cache is restored); one that always passes exits at the first boundary, and its score is the
+    trial answer's mean probability computed from that prefix alone (nothing later in the round leaks)."""
+    from specexit.probe import ProbeConfig
+
+    gen, para = paragraph_gen
+    holder: dict = {}
+    if oracle:
+        gen = SpecExitGenerator(
+            gen.target, gen.tokenizer, gen.draft, proposer_factory=_oracle_factory(gen.target, holder, error_rate=0.0)
+        )
+    ids = holder["prompt"] = gen.encode_prompt(PROMPTS[0])
+    n = 100
+    ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n).token_ids
+    cfg = ExitConfig(min_thinking_tokens=30)
+    never = gen.generate(input_ids=ids, mode="spec", max_new_tokens=n, exit_config=cfg, probe=ProbeConfig(threshold=2))
+    assert never.token_ids == ref and never.probe_calls >= 2 and not never.exited_early
+    probe = ProbeConfig(threshold=-1.0, max_tokens=6)
+    out = gen.generate(input_ids=ids, mode="spec", max_new_tokens=n, exit_config=cfg, probe=probe)
+    cut = next(i for i, t in enumerate(ref) if t == para and i + 1 >= 30) + 1
+    assert out.token_ids[: cut + 1] == [*ref[:cut], gen.think_end_id] and out.probe_calls == 1
+    # the same trial answer, computed from scratch on the prefix alone
+    feed = [*ids, *ref[:cut], gen.think_end_id, *gen.tokenizer.encode(probe.answer_prefix, add_special_tokens=False)]
+    probs = []
+    for _ in range(probe.max_tokens):
+        with torch.no_grad():
+            p = torch.softmax(gen.target.model(input_ids=torch.tensor([feed])).logits[0, -1].float(), -1)
+        tok = int(p.argmax())
+        probs.append(float(p[tok]))
+        feed.append(tok)
+        if tok in gen.stop_ids or "}" in gen.tokenizer.decode(feed[-len(probs) :]):
+            break
+    assert out.exit["raw"]["probe"] == pytest.approx(sum(probs) / len(probs), abs=1e-5)

@@ -26,6 +26,7 @@ from .chat import build_prompt, split_reasoning_ids
 from .draft import Eagle3Draft
 from .errors import ConfigError, TokenizerError
 from .exit_policy import ExitConfig, ExitPolicy
+from .probe import ProbeConfig, ProbeJudge
 from .profiling import RoundProfile
 from .proposer import DraftProposer, TreeConfig
 from .sampling import SamplingParams, probs_from_logits, sample
@@ -59,6 +60,7 @@ class GenerationResult:
     finish_reason: str  # "stop" | "length"
     wall_s: float
     signal_history: list = field(default_factory=list)
+    probe_calls: int = 0  # trial answers run by the probing baseline
 
     @property
     def mean_accept_length(self) -> float:
@@ -80,6 +82,7 @@ class GenerationResult:
                 "exit",
                 "finish_reason",
                 "wall_s",
+                "probe_calls",
             )
         }
         d["mean_accept_length"] = round(self.mean_accept_length, 4)
@@ -202,6 +205,7 @@ class SpecExitGenerator:
         enable_thinking: bool = True,
         system: str | None = None,
         profile: RoundProfile | None = None,
+        probe: ProbeConfig | None = None,
     ) -> GenerationStream:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -210,6 +214,8 @@ class SpecExitGenerator:
         if mode != "vanilla" and self.draft is None:
             raise ConfigError(f"mode {mode!r} needs a draft model (--draft DIR); use mode 'vanilla' without one")
         exit_config = exit_config or ExitConfig(think_start=self.think_start, think_end=self.think_end)
+        if probe is not None and (mode != "spec" or self.think_end_id is None):
+            raise ConfigError("the probing exit runs on mode 'spec' and needs the think-end token")
         if mode == "vanilla" and exit_config.thinking_budget is not None:
             raise ConfigError("a thinking budget is applied by the speculative loop: use mode 'spec' or 'specexit'")
         if (mode == "specexit" or exit_config.thinking_budget is not None) and self.think_end_id is None:
@@ -233,6 +239,7 @@ class SpecExitGenerator:
             self.think_end_id if self.think_end_id is not None else -1,
             available_signals=self.draft.signals if self.draft is not None else [],
             enabled=mode == "specexit",
+            judge=ProbeJudge(self.target, self.tokenizer, probe, self.think_end_id, self.stop_ids) if probe else None,
         )
         tail = self.tokenizer.decode(input_ids[-8:], skip_special_tokens=False)
         policy.start(input_ids, tail)
@@ -306,6 +313,7 @@ class SpecExitGenerator:
             finish_reason=finish,
             wall_s=time.perf_counter() - t0,
             signal_history=list(policy.history),
+            probe_calls=policy.judge_calls,
         )
 
     def _choose(self, logits: torch.Tensor, sampling: SamplingParams, gen) -> int:
@@ -366,6 +374,8 @@ class SpecExitGenerator:
                 forced = False
                 if exits:
                     signals = {n: float(v.mean()) for n, v in sig.items()} if sig and policy.enabled else None
+                    if isinstance(policy.judge, ProbeJudge):
+                        policy.judge.round(cache, past + p, len(acc), verdict.bonus)
                     # the policy must not see tokens the caller will drop (stop token / length cap)
                     visible = _truncate(emitted, self.stop_ids, max_new - produced)
                     # an exit needs room for the forced think-end token within max_new_tokens

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from .boundaries import BoundaryDetector
@@ -153,9 +153,14 @@ class ExitPolicy:
         think_end_id: int,
         available_signals: Sequence[str] | None = None,
         enabled: bool = True,
+        judge: Callable[[int], tuple[bool, float]] | None = None,
     ) -> None:
+        """``judge`` (optional) replaces the signal rule: called at each eligible boundary with the
+        number of this round's tokens an exit there would keep, it answers (exit?, score).  The engine
+        uses it for the DEER-style probing baseline; the policy itself stays torch-free."""
         config.validate(available_signals, enabled=enabled)
-        self.config, self.detector, self.enabled = config, detector, enabled
+        self.config, self.detector, self.enabled, self.judge = config, detector, enabled, judge
+        self.judge_calls = 0
         self.think_start_id, self.think_end_id = think_start_id, think_end_id
         self.smoothers = {n: SignalSmoother(config.smoothing, config.alpha, config.window) for n in config.thresholds}
         self.in_thinking = False
@@ -177,7 +182,7 @@ class ExitPolicy:
     @property
     def can_exit(self) -> bool:
         """Whether this policy may ever end thinking (signal rule enabled, or a thinking budget)."""
-        return self.enabled or self.config.thinking_budget is not None
+        return self.enabled or self.judge is not None or self.config.thinking_budget is not None
 
     def smoothed(self) -> dict[str, float]:
         return {n: s.value for n, s in self.smoothers.items() if s.value is not None}
@@ -224,12 +229,20 @@ class ExitPolicy:
             budget = self.config.thinking_budget
             if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
                 return self._exit(i + 1, i, "budget", self.detector.text(tid), raw, smooth)
-            if hit is None or checked or not ready or not was_thinking:
+            if hit is None:
                 continue
             kind, text = hit
             keep = i + 1 if kind == "paragraph" else i
             kept_thinking = self.thinking_tokens - (0 if kind == "paragraph" else 1)
             if kept_thinking < self.config.min_thinking_tokens or (max_keep is not None and keep > max_keep):
+                continue
+            if self.judge is not None:  # every boundary is judged on its own (a probe per boundary)
+                self.judge_calls += 1
+                ok, score = self.judge(keep)
+                if ok:
+                    return self._exit(keep, i, kind, text, {"probe": score}, {"probe": score})
+                continue
+            if checked or not ready or not was_thinking:
                 continue
             checked = True
             if all(passes(n, smooth[n], th) for n, th in self.config.thresholds.items()):

@@ -1,0 +1,101 @@
+"""Trial answers from a prefix of the running sequence, without disturbing the KV cache.
+
+Used by the DEER-style ``probe`` baseline: at a boundary, force the think-end token (plus an answer
+prefix) after the boundary, let the target write a short greedy answer, and read its confidence.  The
+probe's tokens attend only to the cache entries before the boundary and to themselves (an explicit
+mask), so tokens accepted after the boundary in the same round do not leak in; afterwards the cache
+is cropped back, so generation continues exactly as if no probe had run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .target import TargetModel, crop_cache
+
+
+@torch.inference_mode()
+def trial_answer(
+    target: TargetModel,
+    cache,
+    visible_len: int,
+    feed: Sequence[int],
+    stop_ids: set[int],
+    max_tokens: int,
+    done: Callable[[list[int]], bool] = lambda _ids: False,
+) -> tuple[list[int], list[float]]:
+    """Greedy answer after ``cache[:visible_len] + feed``: (tokens, their probabilities)."""
+    start = cache.get_seq_length()
+    neg = torch.finfo(target.dtype).min
+    tokens: list[int] = []
+    probs: list[float] = []
+    step_ids = list(feed)
+    written = 0  # probe tokens already in the cache
+    try:
+        while len(tokens) < max_tokens:
+            n = len(step_ids)
+            past = cache.get_seq_length()
+            mask = torch.full((n, past + n), neg, dtype=target.dtype)
+            mask[:, :visible_len] = 0.0
+            own = torch.zeros(n, written + n, dtype=torch.bool)
+            own[:, :written] = True
+            own[:, written:] = torch.ones(n, n, dtype=torch.bool).tril()
+            mask[:, start:].masked_fill_(own, 0.0)
+            pos = torch.arange(visible_len + written, visible_len + written + n)[None]
+            logits, _ = target.forward(torch.tensor([step_ids]), cache, pos, mask[None, None], last_only=True)
+            written += n
+            p = torch.softmax(logits[-1], dim=-1)
+            tok = int(p.argmax())
+            tokens.append(tok)
+            probs.append(float(p[tok]))
+            if tok in stop_ids or done(tokens):
+                break
+            step_ids = [tok]
+    finally:
+        crop_cache(cache, start)
+    return tokens, probs
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """DEER-style exit: at a boundary, exit if the trial answer's mean token probability > threshold."""
+
+    threshold: float = 0.95
+    max_tokens: int = 12
+    answer_prefix: str = "\n\nThe answer is \\boxed{"
+
+
+class ProbeJudge:
+    """The ``judge`` of an ExitPolicy for the probing baseline.  The engine tells it, each round, where
+    this round's tokens sit in the KV cache; the policy asks it about one boundary at a time."""
+
+    def __init__(self, target: TargetModel, tokenizer, cfg: ProbeConfig, think_end_id: int, stop_ids: set[int]):
+        self.target, self.tok, self.cfg = target, tokenizer, cfg
+        self.prefix_ids = [think_end_id, *tokenizer.encode(cfg.answer_prefix, add_special_tokens=False)]
+        self.stop_ids = stop_ids
+        self.cache = None
+        self.base = self.accepted = self.bonus = 0
+        self.probes = 0
+        self.probe_tokens = 0
+
+    def round(self, cache, base: int, accepted: int, bonus: int) -> None:
+        """``base``: cached positions before this round's accepted tokens; ``accepted``: how many of this
+        round's tokens are in the cache (the bonus token is not)."""
+        self.cache, self.base, self.accepted, self.bonus = cache, base, accepted, bonus
+
+    def _closed(self, ids: list[int]) -> bool:
+        return "}" in self.tok.decode(ids)
+
+    def __call__(self, keep: int) -> tuple[bool, float]:
+        visible = self.base + min(keep, self.accepted)
+        feed = ([self.bonus] if keep > self.accepted else []) + self.prefix_ids
+        toks, probs = trial_answer(
+            self.target, self.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed
+        )
+        self.probes += 1
+        self.probe_tokens += len(toks) + len(feed)
+        score = sum(probs) / len(probs)
+        return score > self.cfg.threshold, score
