@@ -1,4 +1,4 @@
-"""Command line: ``specexit generate | init-draft | make-tiny | convert | models | train``."""
+"""Command line: ``specexit generate | init-draft | make-tiny | convert | models | train | bench``."""
 
 from __future__ import annotations
 
@@ -117,9 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument(
         "--no-check-logits", action="store_true", help="skip the GGUF-vs-saved-folder logits check after converting"
     )
+    from .bench.cli import register as register_bench
     from .train.cli import register as register_train
 
     register_train(sub)
+    register_bench(sub)
     return p
 
 
@@ -234,6 +236,12 @@ def _cmd_models(a) -> int:
     return 0
 
 
+def _cmd_bench(a) -> int:
+    from .bench.cli import run
+
+    return run(a)
+
+
 def _cmd_train(a) -> int:
     from .train.cli import run
 
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "convert": _cmd_convert,
         "models": _cmd_models,
         "train": _cmd_train,
+        "bench": _cmd_bench,
     }[args.cmd]
     try:
         return handler(args)

@@ -42,6 +42,16 @@ def iter_jsonl(path: str | Path):
             yield n, obj
 
 
+def drop_torn_tail(path: str | Path) -> None:
+    """An append-only JSONL file killed mid-write ends in half a line: cut it off (it is redone)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        path.write_bytes(raw[: raw.rfind(b"\n") + 1])
+
+
 def load_prompts(path: str | Path) -> list[Prompt]:
     prompts = []
     for n, obj in iter_jsonl(path):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
-from ..prompts import DataError, Prompt, iter_jsonl
+from ..prompts import DataError, Prompt, drop_torn_tail, iter_jsonl
 from ..sampling import SamplingParams
 from ..scoring import extract_answer
 
@@ -68,13 +68,10 @@ def trace_key(obj: dict) -> tuple[int, int]:
 
 def read_done(path: Path) -> set[tuple[int, int]]:
     """Keys of complete traces in ``path``; a torn last line (killed mid-write) is cut off."""
-    if not path.exists():
+    drop_torn_tail(path)
+    if not path.exists() or not path.stat().st_size:
         return set()
-    raw = path.read_bytes()
-    keep = raw if raw.endswith(b"\n") or not raw else raw[: raw.rfind(b"\n") + 1]
-    if keep != raw:
-        path.write_bytes(keep)
-    return {trace_key(obj) for _, obj in iter_jsonl(path)} if keep else set()
+    return {trace_key(obj) for _, obj in iter_jsonl(path)}
 
 
 def _record(gen: SpecExitGenerator, prompt: Prompt, sample: int, seed: int, prompt_ids, output_ids, finish) -> dict:

@@ -1,0 +1,74 @@
+"""``specexit bench``: accuracy, tokens and end-to-end latency per question, every method, one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_METHODS = "vanilla,spec,specexit,budget:256,probe,nothink"
+
+
+def register(sub) -> None:
+    b = sub.add_parser("bench", help="benchmark methods side by side (accuracy, tokens, latency, with CIs)")
+    b.add_argument("--target", required=True, help="HF folder of the target")
+    b.add_argument("--draft", default=None, help="SpecExit draft folder (needed by every method but vanilla)")
+    b.add_argument("--dataset", required=True, help="file.jsonl | testbed[:N[:SEED]] | gsm8k100 | "
+                   "reasoning-gym:TASK[:N[:SEED]] | champ")  # fmt: skip
+    b.add_argument("--limit", type=int, default=None, help="first N problems")
+    b.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated; knobs in brackets, e.g. "
+                   "specexit[confidence=0.7,alpha=0.2]; see docs/benchmarks.md")  # fmt: skip
+    b.add_argument("--seeds", default="0", help="comma-separated sampling seeds (one run each)")
+    b.add_argument("--temperature", type=float, default=0.0)
+    b.add_argument("--top-p", type=float, default=1.0)
+    b.add_argument("--max-new-tokens", type=int, default=1024)
+    b.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching")
+    b.add_argument("--dtype", default="float32")
+    b.add_argument("--draft-dtype", default=None)
+    b.add_argument("--think-start", default="<think>")
+    b.add_argument("--think-end", default="</think>")
+    b.add_argument("--system", default=None)
+    b.add_argument("--out", required=True, help="results folder (a rerun resumes)")
+    b.add_argument("--no-plots", action="store_true")
+    b.add_argument("--no-progress", action="store_true")
+
+
+def run(a) -> int:
+    from ..engine import SpecExitGenerator
+    from ..errors import ConfigError
+    from ..exit_policy import ExitConfig
+    from ..proposer import TreeConfig
+    from .datasets import load_dataset
+    from .methods import parse_methods
+    from .report import to_markdown, write_report
+    from .runner import BenchConfig, run_bench
+
+    try:
+        seeds = tuple(int(s) for s in a.seeds.split(",") if s.strip())
+        total, depth, branching = (int(x) for x in a.tree.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--seeds must be integers and --tree total,depth,branching (got {a.seeds!r}, {a.tree!r})"
+        ) from None
+    if not seeds:
+        raise ConfigError("--seeds is empty")
+    methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end))
+    if a.draft is None and any(m.mode != "vanilla" for m in methods):
+        raise ConfigError("every method but vanilla needs a draft: pass --draft DIR (or --methods vanilla)")
+    if a.temperature == 0 and len(seeds) > 1:
+        raise ConfigError("several --seeds only make sense with --temperature > 0 (greedy runs are identical)")
+    problems = load_dataset(a.dataset, a.limit)
+    gen = SpecExitGenerator.from_pretrained(
+        a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start, think_end=a.think_end
+    )
+    cfg = BenchConfig(
+        seeds=seeds,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        max_new_tokens=a.max_new_tokens,
+        tree=TreeConfig(total_tokens=total, depth=depth, branching=branching),
+        system=a.system,
+    )
+    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress)
+    rows = write_report(a.out, [m.label for m in methods], make_plots=not a.no_plots)
+    print(to_markdown(rows))
+    print(f"results, summary.json, summary.md and plots in {Path(a.out)}")
+    return 0

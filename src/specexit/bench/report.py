@@ -1,0 +1,212 @@
+"""Summaries and plots from ``results.jsonl``: what users decide on, per method, side by side.
+
+Accuracy comes with a 95% Wilson interval.  Its difference from ``spec`` comes with a paired bootstrap
+interval (resampling problems, so that two methods are compared on the same questions).  Ratios are
+ratios of means over the same runs: latency speedup = mean latency of the reference / mean latency of
+the method, and token cut = 1 - mean thinking tokens of the method / mean thinking tokens of the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def paired_bootstrap(a: dict, b: dict, iters: int = 2000, seed: int = 0) -> tuple[float, float, float] | None:
+    """Mean of a - b over shared keys, with a 95% interval from resampling the keys."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return None
+    diffs = [float(a[k]) - float(b[k]) for k in keys]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(iters))
+    return sum(diffs) / len(diffs), means[int(0.025 * iters)], means[int(0.975 * iters) - 1]
+
+
+def load_results(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize(results: list[dict], methods: list[str] | None = None) -> dict:
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        by[r["method"]].append(r)
+    order = methods or list(dict.fromkeys(r["method"] for r in results))
+    rows = {}
+    for m in order:
+        rs = by.get(m, [])
+        if not rs:
+            continue
+        k = sum(r["correct"] for r in rs)
+        lo, hi = wilson(k, len(rs))
+        rows[m] = {
+            "runs": len(rs),
+            "accuracy": k / len(rs),
+            "accuracy_ci95": [lo, hi],
+            "extraction_failures": sum(not r["extracted"] for r in rs),
+            "thinking_tokens": _mean([r["thinking_tokens"] for r in rs]),
+            "total_tokens": _mean([r["total_tokens"] for r in rs]),
+            "latency_s": _mean([r["latency_s"] for r in rs]),
+            "mean_accept_length": _mean([r["mean_accept_length"] for r in rs]),
+            "exit_rate": sum(r["exited_early"] for r in rs) / len(rs),
+            "probe_calls": _mean([r.get("probe_calls", 0) for r in rs]),
+        }
+    for ref in ("spec", "vanilla"):
+        if ref not in rows:
+            continue
+        ref_correct = {(r["problem_id"], r["seed"]): r["correct"] for r in by[ref]}
+        for m, row in rows.items():
+            base = rows[ref]
+            row[f"latency_speedup_vs_{ref}"] = base["latency_s"] / row["latency_s"] if row["latency_s"] else None
+            row[f"thinking_cut_vs_{ref}"] = (
+                1 - row["thinking_tokens"] / base["thinking_tokens"] if base["thinking_tokens"] else None
+            )
+            row[f"total_token_ratio_vs_{ref}"] = (
+                row["total_tokens"] / base["total_tokens"] if base["total_tokens"] else None
+            )
+            mine = {(r["problem_id"], r["seed"]): r["correct"] for r in by[m]}
+            boot = paired_bootstrap(mine, ref_correct)
+            row[f"accuracy_diff_vs_{ref}"] = list(boot) if boot else None
+    return rows
+
+
+def _fmt(x, pct=False, digits=2) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}%" if pct else f"{x:.{digits}f}"
+
+
+def to_markdown(rows: dict) -> str:
+    head = (
+        "| method | runs | accuracy (95% CI) | Δacc vs spec (95% CI) | thinking tok | total tok | latency s | "
+        "speedup vs spec | speedup vs vanilla | thinking cut vs spec | accept len | exit rate | extract fail |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for m, r in rows.items():
+        ci = r["accuracy_ci95"]
+        d = r.get("accuracy_diff_vs_spec")
+        dtxt = f"{100 * d[0]:+.1f} ({100 * d[1]:+.1f}, {100 * d[2]:+.1f})" if d else "–"
+        lines.append(
+            f"| {m} | {r['runs']} | {_fmt(r['accuracy'], True)} ({_fmt(ci[0], True)}–{_fmt(ci[1], True)}) | {dtxt} | "
+            f"{_fmt(r['thinking_tokens'], digits=1)} | {_fmt(r['total_tokens'], digits=1)} | "
+            f"{_fmt(r['latency_s'], digits=3)} | {_fmt(r.get('latency_speedup_vs_spec'))}x | "
+            f"{_fmt(r.get('latency_speedup_vs_vanilla'))}x | {_fmt(r.get('thinking_cut_vs_spec'), True)} | "
+            f"{_fmt(r['mean_accept_length'])} | {_fmt(r['exit_rate'], True)} | {r['extraction_failures']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Points (latency, accuracy, label) not dominated by a faster-and-at-least-as-accurate one."""
+    front, best = [], -1.0
+    for lat, acc, lab in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((lat, acc, lab))
+            best = acc
+    return front
+
+
+def plots(results: list[dict], rows: dict, out_dir: str | Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    written = []
+    # 1. accuracy vs latency, with the Pareto front
+    fig, ax = plt.subplots(figsize=(7, 5))
+    pts = []
+    for m, r in rows.items():
+        lo, hi = r["accuracy_ci95"]
+        ax.errorbar(
+            r["latency_s"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt="o", capsize=3
+        )
+        ax.annotate(m, (r["latency_s"], r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        pts.append((r["latency_s"], r["accuracy"], m))
+    front = pareto_front(pts)
+    ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
+    ax.set_xlabel("mean end-to-end latency per question (s)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy vs latency (95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    written.append(out / "accuracy_vs_latency.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    # 2. token-length distributions
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by = defaultdict(list)
+    for r in results:
+        by[r["method"]].append(r["thinking_tokens"])
+    top = max((max(v) for v in by.values() if v), default=1)
+    bins = [i * max(1, top // 40) for i in range(42)]
+    for m in rows:
+        ax.hist(by[m], bins=bins, histtype="step", label=m, linewidth=1.3)
+    ax.set_xlabel("thinking tokens per question")
+    ax.set_ylabel("runs")
+    ax.set_title("thinking-length distribution")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(out / "thinking_tokens_hist.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    # 3. signal traces of example questions (raw and smoothed, with the exit point)
+    traced = [r for r in results if r.get("signal_history")][:3]
+    if traced:
+        names = sorted({n for r in traced for h in r["signal_history"] for n in h["raw"]})
+        fig, axes = plt.subplots(len(traced), len(names), figsize=(4 * len(names), 2.8 * len(traced)), squeeze=False)
+        for i, r in enumerate(traced):
+            hist = r["signal_history"]
+            for j, n in enumerate(names):
+                a = axes[i][j]
+                t = [h["t"] for h in hist if n in h["raw"]]
+                a.plot(t, [h["raw"][n] for h in hist if n in h["raw"]], ".", alpha=0.5, label="raw")
+                a.plot(t, [h["smoothed"].get(n) for h in hist if n in h["raw"]], "-", label="smoothed")
+                if r.get("exit"):
+                    a.axvline(r["exit"]["thinking_tokens"], color="red", linestyle=":", label="exit")
+                th = (r.get("exit") or {}).get("thresholds", {}).get(n)
+                if th is not None:
+                    a.axhline(th, color="grey", linewidth=0.8)
+                a.set_title(f"{r['problem_id']} / {r['method']}: {n}", fontsize=8)
+                a.set_xlabel("thinking position")
+                if n == "remain":
+                    a.set_yscale("log")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "signal_traces.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write_report(out_dir: str | Path, methods: list[str] | None = None, make_plots: bool = True) -> dict:
+    out = Path(out_dir)
+    results = load_results(out / "results.jsonl")
+    rows = summarize(results, methods)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = to_markdown(rows)
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    header = f"# Benchmark summary\n\n`{json.dumps(run.get('versions', {}))}` on `{run.get('machine', {})}`\n\n"
+    (out / "summary.md").write_text(header + md)
+    if make_plots and results:
+        plots(results, rows, out)
+    return rows

@@ -1,0 +1,151 @@
+"""Run methods x problems x seeds through one engine; one JSON line per run, written as it goes.
+
+A rerun with the same ``--out`` skips every (problem, method, seed) already in ``results.jsonl`` (a torn
+last line from a kill is cut off), so an interrupted benchmark resumes and never duplicates.  Ctrl-C
+stops between two runs and leaves valid partial results; the summary is made from whatever exists.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..engine import SpecExitGenerator
+from ..prompts import drop_torn_tail
+from ..proposer import TreeConfig
+from ..sampling import SamplingParams
+from ..scoring import score
+from .datasets import Problem
+from .methods import Method
+
+HISTORY_PROBLEMS = 5  # signal traces are kept for the first few problems (for the plots)
+
+
+@dataclass
+class BenchConfig:
+    seeds: tuple[int, ...] = (0,)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    tree: TreeConfig = field(default_factory=TreeConfig)
+    system: str | None = None
+
+
+def _key(obj: dict) -> tuple[str, str, int]:
+    return obj["problem_id"], obj["method"], int(obj["seed"])
+
+
+def completed(path: Path) -> set[tuple[str, str, int]]:
+    drop_torn_tail(path)
+    if not path.exists():
+        return set()
+    return {_key(json.loads(line)) for line in path.read_text().splitlines() if line.strip()}
+
+
+def run_one(gen: SpecExitGenerator, problem: Problem, method: Method, seed: int, cfg: BenchConfig, index: int) -> dict:
+    sampling = SamplingParams(
+        temperature=cfg.temperature, top_p=cfg.top_p, seed=(seed * 1_000_003 + index) if cfg.temperature else None
+    )
+    ids = gen.encode_prompt(problem.question, enable_thinking=method.enable_thinking, system=cfg.system)
+    r = gen.generate(
+        input_ids=ids,
+        mode=method.mode,
+        max_new_tokens=cfg.max_new_tokens,
+        sampling=sampling,
+        tree=cfg.tree,
+        exit_config=method.exit_config,
+        probe=method.probe,
+    )
+    # only the answer after the thinking span counts: a run that never closed its span (cut off by
+    # max_new_tokens) has no answer, and counts as an extraction failure, not as its last number
+    s = score(r.answer, problem.answer)
+    rec = {
+        "problem_id": problem.id,
+        "method": method.label,
+        "seed": seed,
+        "correct": s["correct"],
+        "extracted": s["extracted"],
+        "pred": s["pred"],
+        "gold": s["gold"],
+        "thinking_tokens": r.thinking_tokens,
+        "total_tokens": r.new_tokens,
+        "latency_s": round(r.wall_s, 5),
+        "mean_accept_length": round(r.mean_accept_length, 4) if r.accept_lengths else None,
+        "rounds": len(r.accept_lengths),
+        "exited_early": r.exited_early,
+        "exit": r.exit,
+        "probe_calls": r.probe_calls,
+        "finish_reason": r.finish_reason,
+    }
+    if index < HISTORY_PROBLEMS and r.signal_history:
+        rec["signal_history"] = [{"t": t, "raw": raw, "smoothed": sm} for t, raw, sm in r.signal_history]
+    return rec
+
+
+def run_bench(
+    gen: SpecExitGenerator,
+    problems: list[Problem],
+    methods: list[Method],
+    cfg: BenchConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    done = completed(path)
+    jobs = [
+        (i, p, m, s)
+        for s in cfg.seeds
+        for i, p in enumerate(problems)
+        for m in methods
+        if (p.id, m.label, s) not in done
+    ]
+    (out / "run.json").write_text(json.dumps(environment(gen, cfg, methods, len(problems)), indent=2) + "\n")
+    bar = tqdm(total=len(jobs), desc="bench", unit="run", disable=not progress)
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            for i, p, m, s in jobs:
+                rec = run_one(gen, p, m, s, cfg, i)
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                bar.set_postfix(method=m.label[:16], ok=rec["correct"])
+                bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: partial results kept in {path}; rerun the same command to resume", file=sys.stderr)
+    bar.close()
+    return path
+
+
+def environment(gen: SpecExitGenerator, cfg: BenchConfig, methods: list[Method], n_problems: int) -> dict:
+    import transformers
+
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "target": str(getattr(gen.target.model, "name_or_path", "")),
+        "target_params_m": round(sum(p.numel() for p in gen.target.model.parameters()) / 1e6, 2),
+        "draft_signals": gen.draft.signals if gen.draft is not None else None,
+        "problems": n_problems,
+        "methods": [m.label for m in methods],
+        "seeds": list(cfg.seeds),
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_new_tokens": cfg.max_new_tokens,
+        "tree": [cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain],
+    }

