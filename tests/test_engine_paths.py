@@ -34,6 +34,12 @@ def _oracle_factory(target, holder: dict, **kw):
     return factory
 
 
+def _with_exact_oracle(gen: SpecExitGenerator, holder: dict) -> SpecExitGenerator:
+    """The same generator, drafting with an oracle that always proposes the true continuation."""
+    factory = _oracle_factory(gen.target, holder, error_rate=0.0)
+    return SpecExitGenerator(gen.target, gen.tokenizer, gen.draft, proposer_factory=factory)
+
+
 @pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3"])
 def arch(request, tmp_path_factory):
     path = make_tiny(request.param, tmp_path_factory.mktemp(request.param))
@@ -79,9 +85,7 @@ def test_forced_exit_right_after_the_boundary(paragraph_gen, oracle):
     gen, para = paragraph_gen
     holder: dict = {}
     if oracle:
-        gen = SpecExitGenerator(
-            gen.target, gen.tokenizer, gen.draft, proposer_factory=_oracle_factory(gen.target, holder, error_rate=0.0)
-        )
+        gen = _with_exact_oracle(gen, holder)
     ids = holder["prompt"] = gen.encode_prompt(PROMPTS[0])
     n, min_think = 120, 30
     ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n).token_ids
@@ -249,9 +253,7 @@ def test_probe_baseline_leaves_no_trace_and_scores_the_right_prefix(paragraph_ge
     gen, para = paragraph_gen
     holder: dict = {}
     if oracle:
-        gen = SpecExitGenerator(
-            gen.target, gen.tokenizer, gen.draft, proposer_factory=_oracle_factory(gen.target, holder, error_rate=0.0)
-        )
+        gen = _with_exact_oracle(gen, holder)
     ids = holder["prompt"] = gen.encode_prompt(PROMPTS[0])
     n = 100
     ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n).token_ids

@@ -126,6 +126,16 @@ def _shift(x: torch.Tensor, k: int, fill=0) -> torch.Tensor:
     return torch.cat([x[:, k:], pad], dim=1)
 
 
+def signal_targets(batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per signal: (positions supervised, target of the head's pre-activation / probability)."""
+    think = batch["think_mask"]
+    return {
+        "confidence": (batch["conf_mask"] & think, batch["confidence"]),
+        "progress": (think, batch["progress"]),
+        "remain": (think, torch.log1p(batch["remain"])),
+    }
+
+
 def compute_losses(draft: Eagle3Draft, batch: dict, cfg: TrainConfig, t2d_index: torch.Tensor) -> tuple[dict, dict]:
     """(losses, stats).  Step k, chain t predicts position j = t + 1 + k's target distribution."""
     losses: dict[str, torch.Tensor] = {}
@@ -149,17 +159,15 @@ def compute_losses(draft: Eagle3Draft, batch: dict, cfg: TrainConfig, t2d_index:
             stats[f"_valid_{k}"] = valid
         losses["token"] = token_loss
     raw = draft.signal_logits(batch["fused"])
-    think = batch["think_mask"]
+    targets = signal_targets(batch)
     for i, name in enumerate(draft.signals):
-        r = raw[..., i]
-        if name == "confidence":
-            m = batch["conf_mask"] & think
-            if m.any():
-                losses[name] = F.binary_cross_entropy_with_logits(r[m], batch["confidence"][m])
-        elif name == "progress" and think.any():
-            losses[name] = F.binary_cross_entropy_with_logits(r[think], batch["progress"][think])
-        elif name == "remain" and think.any():
-            losses[name] = F.huber_loss(r[think], torch.log1p(batch["remain"][think]))
+        mask, target = targets[name]
+        if not mask.any():
+            continue
+        if name == "remain":
+            losses[name] = F.huber_loss(raw[..., i][mask], target[mask])
+        else:  # confidence (probe labels) and progress (soft t/L) are probabilities
+            losses[name] = F.binary_cross_entropy_with_logits(raw[..., i][mask], target[mask])
     return losses, stats
 
 
@@ -205,20 +213,20 @@ def evaluate(draft, examples, features, cfg: TrainConfig, t2d_index) -> dict:
             start_ok = stats["_valid_0"]
             chain_lengths += (length[start_ok] + 1.0).tolist()
         raw = draft.signal_logits(batch["fused"])
+        targets = signal_targets(batch)
         think = batch["think_mask"]
         for i, name in enumerate(draft.signals):
             r = raw[..., i]
+            mask, target = targets[name]
             if name == "confidence":
-                m = batch["conf_mask"] & think
-                conf_s.append(r[m])
-                conf_l.append(batch["confidence"][m] > 0.5)
-                cm = batch["cut_mask"]
-                cut_s.append(r[cm])
-                cut_l.append(batch["confidence"][cm] > 0.5)
+                conf_s.append(r[mask])
+                conf_l.append(target[mask] > 0.5)
+                cut_s.append(r[batch["cut_mask"]])
+                cut_l.append(target[batch["cut_mask"]] > 0.5)
             elif name == "progress":
-                prog_err += float((torch.sigmoid(r[think]) - batch["progress"][think]).abs().sum())
+                prog_err += float((torch.sigmoid(r[mask]) - target[mask]).abs().sum())
             elif name == "remain":
-                rem_err += float((r[think] - torch.log1p(batch["remain"][think])).abs().sum())
+                rem_err += float((r[mask] - target[mask]).abs().sum())
         think_n += int(think.sum())
     out: dict = {}
     if not cfg.freeze_token_head:
@@ -372,7 +380,7 @@ class Trainer:
             record = {
                 "step": self.step,
                 "loss": round(float(total.detach()), 6),
-                **{f"loss_{k}": round(float(v), 6) for k, v in losses.items()},
+                **{f"loss_{k}": round(float(v.detach()), 6) for k, v in losses.items()},
                 **{k: round(v, 4) for k, v in stats.items() if k.startswith("acc_")},
                 "grad_norm": round(float(gnorm), 4),
                 "lr": self.sched.get_last_lr()[0],
