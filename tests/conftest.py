@@ -1,5 +1,9 @@
-"""Shared test settings."""
+"""Shared test settings and fixtures."""
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 
 # The tests run tiny models: one thread is faster than two (no sync cost per small matmul) and
@@ -33,3 +37,34 @@ def make_thinking_tiny(path, arch: str = "qwen3", seed: int = 0):
             head[vocab[marker]] = head[fav] * scale
     model.save_pretrained(path)
     return path
+
+
+QUESTIONS = ["What is 12 + 7?", "Add 3 and 4.", "Tom has 5 apples and buys 3 more.", "What is 9 * 3?", "Half of 18?"]
+
+
+def write_prompts(path: Path, questions: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"question": q, "answer": str(i)}) + "\n" for i, q in enumerate(questions)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def thinking_tiny_dir(tmp_path_factory):
+    return make_thinking_tiny(tmp_path_factory.mktemp("thinking-tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(thinking_tiny_dir, tmp_path_factory):
+    """Traces, labels and vocabulary of the thinking tiny model for 5 prompts x 2 samples."""
+    from specexit.engine import SpecExitGenerator
+    from specexit.train.labels import LabelConfig
+    from specexit.train.pipeline import stage_labels, stage_traces, stage_vocab
+    from specexit.train.traces import TraceConfig
+
+    gen = SpecExitGenerator.from_pretrained(thinking_tiny_dir)
+    out = tmp_path_factory.mktemp("pipe")
+    prompts = write_prompts(out / "prompts.jsonl", QUESTIONS)
+    stage_traces(gen, prompts, out, TraceConfig(max_new_tokens=96, samples=2, batch_size=4), progress=False)
+    stats = stage_labels(gen, out, LabelConfig(), progress=False)
+    stage_vocab(gen, out, 400)
+    assert stats["labelled"] >= 4, stats
+    return out

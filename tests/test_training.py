@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_thinking_tiny
+from conftest import QUESTIONS, write_prompts
 from transformers import AutoTokenizer
 
 from specexit.cli import main as cli_main
@@ -20,22 +20,19 @@ from specexit.target import TargetModel
 from specexit.train import labels as labels_mod
 from specexit.train.data import OfflineFeatures, OnlineFeatures, extract_hidden
 from specexit.train.labels import LabelConfig, boundary_cuts, label_trace, position_labels, probe_answers
-from specexit.train.pipeline import _examples, stage_draft, stage_labels, stage_traces, stage_vocab
+from specexit.train.pipeline import _examples, stage_draft, stage_labels, stage_traces
 from specexit.train.traces import TraceConfig, load_traces, thinking_span
 from specexit.train.trainer import TrainConfig, Trainer, split_examples
 from specexit.train.vocab import choose_vocab
 
-QUESTIONS = ["What is 12 + 7?", "Add 3 and 4.", "Tom has 5 apples and buys 3 more.", "What is 9 * 3?", "Half of 18?"]
-
 
 def _write_prompts(path: Path, n: int = 5) -> Path:
-    path.write_text("".join(json.dumps({"question": q, "answer": str(i)}) + "\n" for i, q in enumerate(QUESTIONS[:n])))
-    return path
+    return write_prompts(path, QUESTIONS[:n])
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_thinking_tiny(tmp_path_factory.mktemp("thinking-tiny"))
+def model_dir(thinking_tiny_dir):
+    return thinking_tiny_dir
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +41,8 @@ def gen(model_dir):
 
 
 @pytest.fixture(scope="module")
-def pipe(gen, tmp_path_factory):
-    """Traces, labels and vocabulary for 5 prompts x 2 samples (shared by the trainer tests)."""
-    out = tmp_path_factory.mktemp("pipe")
-    prompts = _write_prompts(out / "prompts.jsonl")
-    stage_traces(gen, prompts, out, TraceConfig(max_new_tokens=96, samples=2, batch_size=4), progress=False)
-    stats = stage_labels(gen, out, LabelConfig(), progress=False)
-    stage_vocab(gen, out, 400)
-    assert stats["labelled"] >= 4, stats
-    return out
+def pipe(tiny_pipeline):
+    return tiny_pipeline
 
 
 # --- prompts and traces -------------------------------------------------------------------------

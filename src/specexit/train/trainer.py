@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from ..draft import WEIGHTS_NAME, Eagle3Draft
 from ..errors import ConfigError
 from .data import Example
 from .labels import FILL_MODES
-from .ttt import soft_cross_entropy, ttt_forward
+from .ttt import ttt_forward
 
 SIGNAL_LOSSES = ("confidence", "progress", "remain")
 
@@ -120,9 +121,13 @@ def collate(examples: list[Example], features, fill: str) -> dict[str, torch.Ten
     return batch
 
 
+def _to(batch: dict, device: torch.device) -> dict:
+    return batch if device.type == "cpu" else {k: v.to(device) for k, v in batch.items()}
+
+
 def _shift(x: torch.Tensor, k: int, fill=0) -> torch.Tensor:
     """x[:, k:] padded back to length T (row t of the result is x[:, t + k])."""
-    pad = torch.full((x.shape[0], k, *x.shape[2:]), fill, dtype=x.dtype)
+    pad = torch.full((x.shape[0], k, *x.shape[2:]), fill, dtype=x.dtype, device=x.device)
     return torch.cat([x[:, k:], pad], dim=1)
 
 
@@ -137,38 +142,61 @@ def signal_targets(batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def compute_losses(draft: Eagle3Draft, batch: dict, cfg: TrainConfig, t2d_index: torch.Tensor) -> tuple[dict, dict]:
-    """(losses, stats).  Step k, chain t predicts position j = t + 1 + k's target distribution."""
-    losses: dict[str, torch.Tensor] = {}
-    stats: dict[str, float] = {}
-    pos = torch.arange(batch["ids"].shape[1])[None]
+    """(terms, stats): each loss term as (sum over its supervised positions, their count), so that the
+    mean can be taken over the *global* batch when it is split across processes.  Terms: ``token_k``
+    for TTT step k (step k, chain t predicts position j = t + 1 + k's distribution) and one per signal."""
+    terms: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    stats: dict[str, torch.Tensor] = {}
+    pos = torch.arange(batch["ids"].shape[1], device=batch["ids"].device)[None]
     if not cfg.freeze_token_head:
         logits = ttt_forward(draft, batch["fused"], batch["ids"], cfg.ttt_steps)
         in_vocab = t2d_index[batch["top"]] >= 0
-        token_loss = 0.0
         for k, lk in enumerate(logits):
             j = pos + 1 + k
             valid = (j >= batch["prompt_len"][:, None] - 1) & (j <= batch["length"][:, None] - 2)
             valid &= _shift(in_vocab, 1 + k, False)
             tprobs = torch.softmax(_shift(batch["target_logits"], 1 + k), dim=-1)
-            ce = soft_cross_entropy(lk, tprobs, valid)
-            token_loss = token_loss + cfg.step_decay**k * ce
+            ce = -(tprobs * F.log_softmax(lk.float(), dim=-1)).sum(-1)
+            terms[f"token_{k}"] = ((ce * valid).sum(), valid.sum().float())
             want = t2d_index[_shift(batch["top"], 1 + k)]
-            hit = (lk.argmax(-1) == want) & valid
-            stats[f"acc_{k}"] = float(hit.sum()) / max(int(valid.sum()), 1)
-            stats[f"_hit_{k}"] = hit  # per-position tensors, for evaluate(); not logged
+            stats[f"_hit_{k}"] = (lk.argmax(-1) == want) & valid  # per position: for accuracy / evaluate()
             stats[f"_valid_{k}"] = valid
-        losses["token"] = token_loss
     raw = draft.signal_logits(batch["fused"])
     targets = signal_targets(batch)
     for i, name in enumerate(draft.signals):
         mask, target = targets[name]
-        if not mask.any():
-            continue
         if name == "remain":
-            losses[name] = F.huber_loss(raw[..., i][mask], target[mask])
+            per = F.huber_loss(raw[..., i], target, reduction="none")
         else:  # confidence (probe labels) and progress (soft t/L) are probabilities
-            losses[name] = F.binary_cross_entropy_with_logits(raw[..., i][mask], target[mask])
-    return losses, stats
+            per = F.binary_cross_entropy_with_logits(raw[..., i], target, reduction="none")
+        terms[name] = ((per * mask).sum(), mask.sum().float())
+    return terms, stats
+
+
+def reduce_terms(terms: dict, cfg: TrainConfig, world: int = 1) -> tuple[dict, dict]:
+    """(means for the gradient, global means for logging).  A mean is sum / global count; for the
+    gradient it is also multiplied by the world size, because DDP averages the ranks' gradients
+    (sum_r world * sum_r / N / world = the single-process mean).  Terms that nobody supervised this
+    step are left out, on every rank alike."""
+    names = sorted(terms)
+    sums = torch.stack([terms[n][0].detach().float() for n in names])
+    counts = torch.stack([terms[n][1].detach().float() for n in names])
+    if world > 1:
+        torch.distributed.all_reduce(counts)
+        torch.distributed.all_reduce(sums)
+    grad_means = {n: world * terms[n][0] / counts[i] for i, n in enumerate(names) if counts[i] > 0}
+    log_means = {n: sums[i] / counts[i] for i, n in enumerate(names) if counts[i] > 0}
+    return _combine_steps(grad_means, cfg), _combine_steps(log_means, cfg)
+
+
+def _combine_steps(means: dict, cfg: TrainConfig) -> dict:
+    """TTT steps into one token loss (step k weighted decay**k); signal terms unchanged."""
+    out: dict = {}
+    steps = [k for k in range(cfg.ttt_steps) if f"token_{k}" in means]
+    if steps:
+        out["token"] = sum(cfg.step_decay**k * means[f"token_{k}"] for k in steps)
+    out.update({n: v for n, v in means.items() if not n.startswith("token_")})
+    return out
 
 
 def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -200,7 +228,7 @@ def evaluate(draft, examples, features, cfg: TrainConfig, t2d_index) -> dict:
     conf_s, conf_l, cut_s, cut_l = [], [], [], []
     prog_err, rem_err, think_n = 0.0, 0.0, 0
     for start in range(0, len(examples), cfg.batch_size):
-        batch = collate(examples[start : start + cfg.batch_size], features, cfg.confidence_fill)
+        batch = _to(collate(examples[start : start + cfg.batch_size], features, cfg.confidence_fill), t2d_index.device)
         _, stats = compute_losses(draft, batch, cfg, t2d_index)
         if not cfg.freeze_token_head:
             alive = torch.ones_like(batch["ids"], dtype=torch.bool)
@@ -246,7 +274,53 @@ def evaluate(draft, examples, features, cfg: TrainConfig, t2d_index) -> dict:
     return out
 
 
+class TrainStep(nn.Module):
+    """One training step's forward as a module (draft + loss weights), so that DistributedDataParallel
+    can wrap it: DDP syncs the gradients of everything trainable in here."""
+
+    def __init__(self, draft: Eagle3Draft, weights: LossWeights, cfg: TrainConfig, t2d_index: torch.Tensor) -> None:
+        super().__init__()
+        self.draft, self.weights, self.cfg = draft, weights, cfg
+        self.register_buffer("t2d_index", t2d_index, persistent=False)
+
+    def forward(self, batch: dict, world: int) -> tuple[torch.Tensor, dict]:
+        terms, stats = compute_losses(self.draft, batch, self.cfg, self.t2d_index)
+        losses, global_losses = reduce_terms(terms, self.cfg, world)
+        if not losses:
+            raise ConfigError("nothing to train on in this batch (no labels, token head frozen)")
+        total = self.combine(losses)
+        # logged: the global batch's values (identical on every rank and at any world size)
+        with torch.no_grad():
+            logged = {"loss": float(self.combine(global_losses))}
+        logged.update({f"loss_{k}": float(v) for k, v in global_losses.items()})
+        acc = torch.tensor([[float(stats[f"_hit_{k}"].sum()), float(stats[f"_valid_{k}"].sum())]
+                            for k in range(self.cfg.ttt_steps) if f"_hit_{k}" in stats])  # fmt: skip
+        if world > 1 and acc.numel():
+            torch.distributed.all_reduce(acc)
+        logged.update({f"acc_{k}": float(h / max(n, 1.0)) for k, (h, n) in enumerate(acc.tolist())})
+        return total, logged
+
+    def combine(self, losses: dict) -> torch.Tensor:
+        if self.cfg.loss_weighting == "uncertainty":
+            return self.weights(losses)
+        return losses.get("token", 0.0) + self.cfg.signal_weight * sum(v for k, v in losses.items() if k != "token")
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
 class Trainer:
+    """Single-process, or data-parallel under ``torchrun`` (DDP; gloo on CPU, nccl on GPU).  Every rank
+    takes its share of the same global batch, so a run gives the same loss curve at any world size."""
+
     def __init__(
         self,
         draft: Eagle3Draft,
@@ -259,16 +333,25 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         cfg.validate()
-        self.draft, self.cfg, self.features, self.target = draft, cfg, features, target
+        self.rank, self.world, self.device = _distributed()
+        if cfg.batch_size % self.world:
+            raise ConfigError(
+                f"global batch {cfg.batch_size} does not split evenly over {self.world} processes; "
+                "use a --batch that is a multiple of the process count"
+            )
+        self.draft, self.cfg, self.features, self.target = draft.to(self.device), cfg, features, target
         self.train_ex, self.val_ex = train_examples, val_examples
         self.out = Path(out_dir)
-        self.progress = progress
+        self.progress = progress and self.rank == 0
         used = draft.draft_to_target
-        self.t2d_index = torch.full((draft.cfg.vocab_size,), -1, dtype=torch.long)
-        self.t2d_index[used] = torch.arange(len(used))
+        self.t2d_index = torch.full((draft.cfg.vocab_size,), -1, dtype=torch.long, device=self.device)
+        self.t2d_index[used] = torch.arange(len(used), device=self.device)
         names = [*([] if cfg.freeze_token_head else ["token"]), *draft.signals]
-        self.weights = LossWeights(names)
+        self.weights = LossWeights(names).to(self.device)
         self._set_trainable()
+        self.step_module: nn.Module = TrainStep(self.draft, self.weights, cfg, self.t2d_index)
+        if self.world > 1:
+            self.step_module = torch.nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)
         params = [p for p in draft.parameters() if p.requires_grad]
         groups = [{"params": params, "weight_decay": cfg.weight_decay}]
         if cfg.loss_weighting == "uncertainty":
@@ -344,7 +427,9 @@ class Trainer:
         self.weights.load_state_dict(state["loss_weights"])
         self.step = int(state["step"])
         metrics = self.out / "metrics.jsonl"
-        if metrics.exists():  # drop what was logged after the checkpoint: the curve continues cleanly
+        if (
+            metrics.exists() and self.rank == 0
+        ):  # drop what was logged after the checkpoint: the curve continues cleanly
             keep = [ln for ln in metrics.read_text().splitlines() if json.loads(ln).get("step", 0) <= self.step]
             metrics.write_text("".join(ln + "\n" for ln in keep))
         return True
@@ -362,14 +447,9 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
         t0 = time.perf_counter()
         while self.step < cfg.max_steps:
-            batch = collate(self.batch_for(self.step), self.features, cfg.confidence_fill)
-            losses, stats = compute_losses(self.draft, batch, cfg, self.t2d_index)
-            if not losses:
-                raise ConfigError("nothing to train on in this batch (no labels, token head frozen)")
-            if cfg.loss_weighting == "uncertainty":
-                total = self.weights(losses)
-            else:
-                total = losses.get("token", 0.0) + cfg.signal_weight * sum(v for k, v in losses.items() if k != "token")
+            local = self.batch_for(self.step)[self.rank :: self.world]
+            batch = _to(collate(local, self.features, cfg.confidence_fill), self.device)
+            total, logged = self.step_module(batch, self.world)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             trainable = [p for p in self.draft.parameters() if p.requires_grad]
@@ -379,21 +459,26 @@ class Trainer:
             self.step += 1
             record = {
                 "step": self.step,
-                "loss": round(float(total.detach()), 6),
-                **{f"loss_{k}": round(float(v.detach()), 6) for k, v in losses.items()},
-                **{k: round(v, 4) for k, v in stats.items() if k.startswith("acc_")},
+                **{k: round(v, 6 if k.startswith("loss") else 4) for k, v in logged.items()},
                 "grad_norm": round(float(gnorm), 4),
                 "lr": self.sched.get_last_lr()[0],
             }
-            self._log(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc0=record.get("acc_0", "-"))
             bar.update(1)
+            if self.rank != 0:
+                continue  # rank 0 alone logs, checkpoints and validates
+            self._log(record)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                 self.save_checkpoint()
             if self.val_ex and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
                 val = evaluate(self.draft, self.val_ex, self.features, cfg, self.t2d_index)
                 self._log({"step": self.step, "val": val})
         bar.close()
+        if self.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        if self.rank != 0:
+            return {"steps": self.step, "resumed": resumed, "rank": self.rank}
         final = self.out / "draft"
         self.draft.save_pretrained(final)
         summary = {

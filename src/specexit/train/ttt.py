@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..draft import Eagle3Draft, apply_rotary
 
@@ -79,10 +78,3 @@ def ttt_forward(draft: Eagle3Draft, fused: torch.Tensor, input_ids: torch.Tensor
         out.append(draft.logits(h))
         hidden = h
     return out
-
-
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over masked rows of -sum p log q."""
-    loss = -(target_probs * F.log_softmax(logits.float(), dim=-1)).sum(-1)
-    n = mask.sum()
-    return (loss * mask).sum() / n.clamp(min=1)
