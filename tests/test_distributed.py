@@ -67,3 +67,57 @@ def test_batch_must_split_evenly(thinking_tiny_dir, tiny_pipeline, tmp_path, mon
     monkeypatch.setattr(dist, "is_initialized", lambda: True)  # no real group: the check comes first
     assert cli_main(["train", "draft", "--target", str(thinking_tiny_dir), "--out", str(out), *ARGS]) == 2
     assert "does not split evenly over 3 processes" in capsys.readouterr().err
+
+
+def _rank_pids(root_pid: int) -> dict[int, int]:
+    """RANK -> pid of torchrun's worker processes (read from /proc)."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text().split()
+        except OSError:
+            continue
+        ppid = int(stat[3])
+        ranks = [e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")]
+        if ranks and ppid == root_pid:
+            out[int(ranks[0])] = int(proc.name)
+    return out
+
+
+def test_trace_workers_killed_midway_resume_complete_and_duplicate_free(thinking_tiny_dir, tmp_path):
+    import signal
+    import time
+
+    from conftest import write_prompts
+
+    prompts = write_prompts(tmp_path / "p.jsonl", [f"What is {i} + {i + 3}?" for i in range(40)])
+    out = tmp_path / "traces"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "specexit.cli", "train", "traces",
+           "--target", str(thinking_tiny_dir), "--prompts", str(prompts), "--out", str(out), "--backend", "engine",
+           "--max-new-tokens", "96", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    part1 = out / "traces.part-1.jsonl"
+    deadline = time.time() + 120
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if part1.exists() and len(part1.read_text().splitlines()) >= 3:
+            os.kill(_rank_pids(proc.pid)[1], signal.SIGKILL)  # one worker dies mid-way
+            killed = True
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=120)
+    assert killed and proc.returncode != 0
+    assert not (out / "traces.jsonl").exists() or len((out / "traces.jsonl").read_text().splitlines()) < 40
+    before = sum(len(p.read_text().splitlines()) for p in out.glob("traces.part-*.jsonl"))
+    assert 3 <= before < 40
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    lines = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    keys = [(r["prompt_id"], r["sample"]) for r in lines]
+    assert sorted(keys) == [(i, 0) for i in range(40)]
+    assert not list(out.glob("traces.part-*"))

@@ -31,7 +31,8 @@ from ..errors import ConfigError
 from ..prompts import DataError, iter_jsonl
 from ..scoring import answers_equal, extract_answer
 from ..target import TargetModel
-from .traces import load_traces, read_done, trace_key
+from . import shards
+from .traces import load_traces, trace_key
 
 FILL_MODES = ("hold", "boundary")
 
@@ -164,7 +165,8 @@ def make_labels(
         raise ConfigError(f"the tokenizer has no {gen.think_end!r} token; pass the model's marker (--think-end)")
     traces = load_traces(traces_path)
     out_path = Path(out_path)
-    done = read_done(out_path)
+    rank, world = shards.launch_context()
+    done = shards.done_keys(out_path, trace_key)
     todo, truncated, no_span, first_bad = [], 0, 0, None
     for n, tr in traces:
         if tr["think_end"] is None:
@@ -174,7 +176,7 @@ def make_labels(
                 no_span += 1
             first_bad = first_bad or n
             continue
-        if trace_key(tr) not in done:
+        if trace_key(tr) not in done and shards.shard_of(trace_key(tr), world) == rank:
             todo.append(tr)
     usable = len(traces) - truncated - no_span
     if usable == 0:
@@ -185,10 +187,11 @@ def make_labels(
             "think-end marker right (--think-end)?"
         )
         raise DataError(f"{traces_path}:{first_bad}: no usable trace among {len(traces)}: {why}")
-    with out_path.open("a", encoding="utf-8") as f:
-        for tr in tqdm(todo, desc="labels", unit="trace", disable=not progress):
+    with shards.part_path(out_path, rank).open("a", encoding="utf-8") as f:
+        for tr in tqdm(todo, desc=f"labels[{rank}]" if world > 1 else "labels", unit="trace", disable=not progress):
             f.write(json.dumps(label_trace(gen, tr, cfg)) + "\n")
             f.flush()
+    shards.finish(out_path, trace_key, world, rank)
     return {"traces": len(traces), "labelled": usable, "skipped_truncated": truncated, "skipped_no_span": no_span}
 
 

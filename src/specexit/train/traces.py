@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
-from ..prompts import DataError, Prompt, drop_torn_tail, iter_jsonl
+from ..prompts import DataError, Prompt, iter_jsonl
 from ..sampling import SamplingParams
 from ..scoring import extract_answer
+from . import shards
 
 BACKENDS = ("engine", "hf")
 
@@ -64,14 +65,6 @@ def thinking_span(
 
 def trace_key(obj: dict) -> tuple[int, int]:
     return int(obj["prompt_id"]), int(obj.get("sample", 0))
-
-
-def read_done(path: Path) -> set[tuple[int, int]]:
-    """Keys of complete traces in ``path``; a torn last line (killed mid-write) is cut off."""
-    drop_torn_tail(path)
-    if not path.exists() or not path.stat().st_size:
-        return set()
-    return {trace_key(obj) for _, obj in iter_jsonl(path)}
 
 
 def _record(gen: SpecExitGenerator, prompt: Prompt, sample: int, seed: int, prompt_ids, output_ids, finish) -> dict:
@@ -156,25 +149,29 @@ def generate_traces(
         )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = read_done(out_path)
+    rank, world = shards.launch_context()
+    done = shards.done_keys(out_path, trace_key)
     jobs = []
     for p in prompts:
         ids = None
         for s in range(cfg.samples):
-            if (p.id, s) not in done:
+            if (p.id, s) not in done and shards.shard_of((p.id, s), world) == rank:
                 ids = ids or gen.encode_prompt(p.question, system=cfg.system)
                 jobs.append((p, s, ids))
-    if not jobs:
-        return out_path
-    runner = _generate_engine(gen, jobs, cfg) if cfg.backend == "engine" else _generate_hf(gen, jobs, cfg)
-    bar = tqdm(total=len(jobs), desc="traces", unit="trace", disable=not progress, initial=0)
-    with out_path.open("a", encoding="utf-8") as f:
-        for results in runner:
-            for prompt, sample, seed, ids, new, finish in results:
-                f.write(json.dumps(_record(gen, prompt, sample, seed, ids, new, finish), ensure_ascii=False) + "\n")
-            f.flush()
-            bar.update(len(results))
-    bar.close()
+    if jobs:
+        runner = _generate_engine(gen, jobs, cfg) if cfg.backend == "engine" else _generate_hf(gen, jobs, cfg)
+        bar = tqdm(
+            total=len(jobs), desc=f"traces[{rank}]" if world > 1 else "traces", unit="trace", disable=not progress
+        )
+        with shards.part_path(out_path, rank).open("a", encoding="utf-8") as f:
+            for results in runner:
+                for prompt, sample, seed, ids, new, finish in results:
+                    rec = _record(gen, prompt, sample, seed, ids, new, finish)
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                bar.update(len(results))
+        bar.close()
+    shards.finish(out_path, trace_key, world, rank)
     return out_path
 
 
