@@ -36,6 +36,7 @@ def _thresholds(text: str) -> dict[str, float]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specexit", description="SpecExit: speculative decoding with early exit")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     g = sub.add_parser("generate", help="generate with a target (and draft)")
@@ -250,6 +251,13 @@ def _cmd_train(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            print("specexit: error: --threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     # transformers' per-tensor "Loading weights" bars are noise in a CLI whose models load in a second
     from transformers.utils import logging as hf_logging
 
