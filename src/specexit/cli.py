@@ -1,4 +1,4 @@
-"""Command line: ``specexit generate | init-draft | make-tiny | convert | models | train | bench``."""
+"""Command line: ``specexit generate | init-draft | make-tiny | convert | models | train | bench | serve``."""
 
 from __future__ import annotations
 
@@ -119,10 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-check-logits", action="store_true", help="skip the GGUF-vs-saved-folder logits check after converting"
     )
     from .bench.cli import register as register_bench
+    from .serve.cli import register as register_serve
     from .train.cli import register as register_train
 
     register_train(sub)
     register_bench(sub)
+    register_serve(sub)
     return p
 
 
@@ -237,6 +239,12 @@ def _cmd_models(a) -> int:
     return 0
 
 
+def _cmd_serve(a) -> int:
+    from .serve.cli import run
+
+    return run(a)
+
+
 def _cmd_bench(a) -> int:
     from .bench.cli import run
 
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": _cmd_models,
         "train": _cmd_train,
         "bench": _cmd_bench,
+        "serve": _cmd_serve,
     }[args.cmd]
     try:
         return handler(args)

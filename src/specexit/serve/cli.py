@@ -1,0 +1,130 @@
+"""``specexit serve``: load a target (and draft) and serve them over an OpenAI-compatible HTTP API.
+
+FastAPI and uvicorn are imported only by ``run`` so that registering the sub-command costs nothing.
+Standalone use (before the sub-command is wired into ``specexit``): ``python -m specexit.serve.cli serve ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _thresholds(text: str) -> dict[str, float]:
+    from ..cli import _thresholds as parse
+
+    return parse(text)
+
+
+def register(sub) -> None:
+    s = sub.add_parser("serve", help="OpenAI-compatible server (chat/completions with reasoning, early exit)")
+    s.add_argument("--target", required=True, help="HF folder of the target")
+    s.add_argument("--draft", default=None, help="SpecExit / EAGLE-3 draft folder (without one: vanilla only)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--model-name", default=None, help="model id clients pass as 'model' (default: target folder name)")
+    s.add_argument("--max-queue", type=int, default=16, help="requests that may wait behind the running one (then 503)")
+    s.add_argument("--max-tokens-cap", type=int, default=8192, help="largest max_tokens a request may ask for")
+    s.add_argument("--default-max-tokens", type=int, default=1024, help="max_tokens when a request gives none")
+    s.add_argument("--mode", choices=["vanilla", "spec", "specexit"], default=None,
+                   help="default mode (specexit with a signal draft, spec with a plain one, else vanilla)")  # fmt: skip
+    s.add_argument("--dtype", default="float32", help="target precision: float32 | bfloat16 | float16")
+    s.add_argument("--draft-dtype", default=None, help="draft precision (default: the target's)")
+    s.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching")
+    s.add_argument("--thresholds", type=_thresholds, default=None,
+                   help="default exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200")  # fmt: skip
+    s.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
+    s.add_argument("--alpha", type=float, default=0.1)
+    s.add_argument("--window", type=int, default=10)
+    s.add_argument("--min-thinking-tokens", type=int, default=0)
+    s.add_argument("--connectors", default="", help="comma-separated connector words, e.g. Wait,But,So")
+    s.add_argument("--think-start", default="<think>")
+    s.add_argument("--think-end", default="</think>")
+    s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def build_config(a: argparse.Namespace, signals: list[str] | None):
+    """ServeConfig from parsed arguments (``signals``: those the loaded draft predicts, None without a draft)."""
+    from ..errors import ConfigError
+    from ..exit_policy import DEFAULT_THRESHOLDS, ExitConfig
+    from ..proposer import TreeConfig
+    from .app import ServeConfig
+
+    try:
+        total, depth, branching = (int(x) for x in a.tree.split(","))
+    except ValueError:
+        raise ConfigError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
+    if a.max_queue < 1 or a.max_tokens_cap < 1 or not 0 < a.default_max_tokens <= a.max_tokens_cap:
+        raise ConfigError("--max-queue and --max-tokens-cap must be >= 1, --default-max-tokens in [1, cap]")
+    if a.mode in ("spec", "specexit") and signals is None:
+        raise ConfigError(f"--mode {a.mode} needs a draft (--draft DIR)")
+    if a.mode == "specexit" and not signals:
+        raise ConfigError("--mode specexit needs a draft that predicts exit signals (this one predicts none)")
+    signals = signals or []
+    default = {n: v for n, v in DEFAULT_THRESHOLDS.items() if n in signals} or dict(DEFAULT_THRESHOLDS)
+    exit_config = ExitConfig(
+        thresholds=a.thresholds if a.thresholds is not None else default,
+        smoothing=a.smoothing,
+        alpha=a.alpha,
+        window=a.window,
+        min_thinking_tokens=a.min_thinking_tokens,
+        connectors=tuple(c.strip() for c in a.connectors.split(",") if c.strip()),
+        think_start=a.think_start,
+        think_end=a.think_end,
+    )
+    exit_config.validate(signals, enabled=bool(signals))
+    return ServeConfig(
+        model_name=a.model_name or Path(a.target).resolve().name,
+        max_queue=a.max_queue,
+        max_tokens_cap=a.max_tokens_cap,
+        default_max_tokens=a.default_max_tokens,
+        default_mode=a.mode,
+        tree=TreeConfig(total_tokens=total, depth=depth, branching=branching),
+        exit_config=exit_config,
+    )
+
+
+def run(a: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from ..engine import SpecExitGenerator
+    from .app import create_app
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gen = SpecExitGenerator.from_pretrained(
+        a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start, think_end=a.think_end
+    )
+    cfg = build_config(a, list(gen.draft.signals) if gen.draft is not None else None)
+    app = create_app(gen, cfg)
+    logging.getLogger("specexit.serve").info(
+        "serving %r on http://%s:%d/v1 (default mode %s)", cfg.model_name, a.host, a.port,
+        app.state.server.default_mode,
+    )  # fmt: skip
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import SpecExitError
+
+    parser = argparse.ArgumentParser(prog="specexit", description="SpecExit server")
+    register(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return run(args)
+    except SpecExitError as e:
+        print(f"specexit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
