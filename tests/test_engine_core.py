@@ -74,3 +74,18 @@ def test_grouped_attention_matches_sdpa(dtype):
     )
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(grouped_attention(q, k, v, mask).float(), ref, atol=tol, rtol=tol)
+
+
+def test_stream_text_adds_up_and_close_reports_a_partial_result(gen):
+    """Streamed deltas concatenate to the decoded output (random tiny models emit plenty of partial
+    UTF-8 bytes), and a consumer that stops early still gets a result."""
+    ids = gen.encode_prompt("What is 12 + 7?")
+    stream = gen.stream(input_ids=ids, mode="spec", max_new_tokens=150)
+    text = "".join(chunk.text for chunk in stream)
+    assert text == gen.tokenizer.decode(stream.result.token_ids, skip_special_tokens=False)
+    stream = gen.stream(input_ids=ids, mode="spec", max_new_tokens=150)
+    seen = [c for _, c in zip(range(5), stream, strict=False)]
+    stream.close()
+    r = stream.result
+    assert r is not None and r.finish_reason == "abort"
+    assert r.token_ids == [t for c in seen for t in c.token_ids] and 0 < r.new_tokens < 150

@@ -57,7 +57,7 @@ class GenerationResult:
     accept_lengths: list[int]
     exited_early: bool
     exit: dict | None
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "abort" (the consumer stopped iterating)
     wall_s: float
     signal_history: list = field(default_factory=list)
     probe_calls: int = 0  # trial answers run by the probing baseline
@@ -93,22 +93,41 @@ class GenerationResult:
 
 
 class _Detokenizer:
-    """Incremental decoding that never emits half a multi-byte character."""
+    """Incremental decoding in O(new tokens): only a short window before the new tokens is decoded
+    again (byte-level BPE can merge across the boundary), and half a multi-byte character is held back
+    until it is complete."""
+
+    WINDOW = 6
 
     def __init__(self, tokenizer) -> None:
-        self.tok, self.ids, self.emitted = tokenizer, [], 0
+        self.tok, self.ids = tokenizer, []
+        self.prefix = 0  # start of the window decoded again for context
+        self.read = 0  # tokens whose text has been emitted
+
+    def _text(self, start: int, end: int) -> str:
+        return self.tok.decode(self.ids[start:end], skip_special_tokens=False)
 
     def push(self, ids: list[int]) -> str:
         self.ids += ids
-        text = self.tok.decode(self.ids, skip_special_tokens=False)
-        if text.endswith("\ufffd"):
+        before = self._text(self.prefix, self.read)
+        text = self._text(self.prefix, len(self.ids))
+        if text.endswith("\ufffd") or not text.startswith(before):
             return ""
-        delta, self.emitted = text[self.emitted :], len(text)
-        return delta
+        self.read = len(self.ids)
+        self.prefix = max(0, self.read - self.WINDOW)
+        return text[len(before) :]
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        before = self._text(self.prefix, self.read)
+        text = self._text(self.prefix, len(self.ids))
+        self.read = len(self.ids)
+        return text[len(before) :] if text.startswith(before) else ""
 
 
 class GenerationStream:
-    """Iterate for StreamChunks; ``result`` is set once iteration has finished."""
+    """Iterate for StreamChunks; ``result`` is set once iteration has finished, or once ``close()`` ends
+    it early (then with what was generated so far and finish_reason "abort")."""
 
     def __init__(self, chunks: Iterator[StreamChunk]) -> None:
         self._chunks = chunks
@@ -116,6 +135,9 @@ class GenerationStream:
 
     def __iter__(self) -> Iterator[StreamChunk]:
         return self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()
 
 
 class SpecExitGenerator:
@@ -274,40 +296,47 @@ class SpecExitGenerator:
             if mode == "vanilla"
             else self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen, profile)
         )
-        for tokens, accepted in steps:
-            stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
-            if stop_at is not None:
-                tokens = tokens[: stop_at + 1]
-            tokens = tokens[: max_new - len(generated)]
-            if not (mode != "vanilla" and policy.can_exit):  # else the speculative loop steps the policy
-                policy.step(tokens, None)
-            generated += tokens
-            if accepted is not None:
-                accept_lengths.append(accepted)
-            if tokens:
-                yield from emit(tokens)
-            if stop_at is not None and tokens and tokens[-1] in self.stop_ids:
-                finish = "stop"
-                break
-            if len(generated) >= max_new:
-                break
-        # make sure any held-back partial character is flushed
-        tail = self.tokenizer.decode(detok.ids, skip_special_tokens=False)[detok.emitted :]
-        if tail:
-            yield StreamChunk([], tail, phase)
+        try:
+            for tokens, accepted in steps:
+                stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
+                if stop_at is not None:
+                    tokens = tokens[: stop_at + 1]
+                tokens = tokens[: max_new - len(generated)]
+                if not (mode != "vanilla" and policy.can_exit):  # else the speculative loop steps the policy
+                    policy.step(tokens, None)
+                generated += tokens
+                if accepted is not None:
+                    accept_lengths.append(accepted)
+                if tokens:
+                    yield from emit(tokens)
+                if stop_at is not None and tokens and tokens[-1] in self.stop_ids:
+                    finish = "stop"
+                    break
+                if len(generated) >= max_new:
+                    break
+            tail = detok.flush()  # a held-back partial character
+            if tail:
+                yield StreamChunk([], tail, phase)
+        except GeneratorExit:  # the consumer stopped early (client gone, stop string): still report
+            finish = "abort"
+            raise
+        finally:
+            out.result = self._result(mode, prompt_ids, generated, accept_lengths, policy, opened, finish, t0)
+
+    def _result(self, mode, prompt_ids, generated, accept_lengths, policy, opened, finish, t0) -> GenerationResult:
         body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
         reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
         record = policy.record
-        out.result = GenerationResult(
+        return GenerationResult(
             mode=mode,
             text=self.tokenizer.decode(body, skip_special_tokens=False),
             reasoning=self.tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
             answer=self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
-            token_ids=generated,
+            token_ids=list(generated),
             prompt_tokens=len(prompt_ids),
             new_tokens=len(generated),
             thinking_tokens=policy.thinking_tokens,
-            accept_lengths=accept_lengths,
+            accept_lengths=list(accept_lengths),
             exited_early=record is not None,
             exit=record.to_dict() if record is not None else None,
             finish_reason=finish,
