@@ -133,3 +133,26 @@ def test_bench_bad_input(tiny, tmp_path, capsys):
     assert "only make sense with --temperature" in capsys.readouterr().err
     assert cli_main([*base, "--draft", str(draft), "--methods", "turbo"]) == 2
     assert "unknown method 'turbo'" in capsys.readouterr().err
+
+
+def test_shards_split_the_work_and_merge_into_one_report(tiny, tmp_path, capsys):
+    path, draft, prompts = tiny
+    out = tmp_path / "sharded"
+    argv = ["bench", "--target", str(path), "--draft", str(draft), "--dataset", str(prompts),
+            "--methods", "vanilla,spec", "--max-new-tokens", "24", "--out", str(out), "--no-progress",
+            "--temperature", "0.7", "--seeds", "0,1", "--no-plots"]  # fmt: skip
+    assert cli_main([*argv, "--shard", "0/2"]) == 0
+    assert cli_main([*argv, "--shard", "1/2"]) == 0
+    assert "rerun without --shard" in capsys.readouterr().out
+    assert not (out / "summary.json").exists()
+    parts = [[json.loads(x) for x in (out / f"results.shard{k}of2.jsonl").read_text().splitlines()] for k in (0, 1)]
+    units = [{(r["problem_id"], r["seed"]) for r in part} for part in parts]
+    assert len(units[0]) == len(units[1]) == 2 and not units[0] & units[1]  # whole (seed, question) units
+    assert all({r["method"] for r in part if (r["problem_id"], r["seed"]) == u} == {"vanilla", "spec"}
+               for part, us in zip(parts, units, strict=True) for u in us)  # fmt: skip
+    assert cli_main(argv) == 0  # nothing left to run: only the report
+    assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text().strip()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vanilla"]["runs"] == summary["spec"]["runs"] == 4
+    assert cli_main([*argv, "--shard", "2/2"]) == 2
+    assert "--shard must be K/N" in capsys.readouterr().err

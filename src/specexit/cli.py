@@ -1,4 +1,5 @@
-"""Command line: ``specexit generate | init-draft | make-tiny | convert | models | train | bench | serve``."""
+"""Command line: ``specexit demo | generate | init-draft | make-tiny | convert | models | testbed | train | bench |
+serve``."""
 
 from __future__ import annotations
 
@@ -119,9 +120,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-check-logits", action="store_true", help="skip the GGUF-vs-saved-folder logits check after converting"
     )
     from .bench.cli import register as register_bench
+    from .demo import register as register_demo
     from .serve.cli import register as register_serve
+    from .testbed.cli import register as register_testbed
     from .train.cli import register as register_train
 
+    register_demo(sub)
+    register_testbed(sub)
     register_train(sub)
     register_bench(sub)
     register_serve(sub)
@@ -257,6 +262,18 @@ def _cmd_train(a) -> int:
     return run(a)
 
 
+def _cmd_testbed(a) -> int:
+    from .testbed.cli import run
+
+    return run(a)
+
+
+def _cmd_demo(a) -> int:
+    from .demo import run
+
+    return run(a)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threads is not None:
@@ -279,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "bench": _cmd_bench,
         "serve": _cmd_serve,
+        "testbed": _cmd_testbed,
+        "demo": _cmd_demo,
     }[args.cmd]
     try:
         return handler(args)

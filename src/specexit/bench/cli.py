@@ -27,6 +27,12 @@ def register(sub) -> None:
     b.add_argument("--think-end", default="</think>")
     b.add_argument("--system", default=None)
     b.add_argument("--out", required=True, help="results folder (a rerun resumes)")
+    b.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: run every N-th job from the K-th (run N processes, one "
+        "per core, on the same --out; a final run without --shard writes the report)",
+    )
     b.add_argument("--no-plots", action="store_true")
     b.add_argument("--no-progress", action="store_true")
 
@@ -50,6 +56,11 @@ def run(a) -> int:
         ) from None
     if not seeds:
         raise ConfigError("--seeds is empty")
+    try:
+        shard = tuple(int(x) for x in a.shard.split("/"))
+        assert len(shard) == 2 and 0 <= shard[0] < shard[1]
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {a.shard!r}") from None
     methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end))
     if a.draft is None and any(m.mode != "vanilla" for m in methods):
         raise ConfigError("every method but vanilla needs a draft: pass --draft DIR (or --methods vanilla)")
@@ -67,7 +78,10 @@ def run(a) -> int:
         tree=TreeConfig(total_tokens=total, depth=depth, branching=branching),
         system=a.system,
     )
-    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress)
+    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard)
+    if shard[1] > 1:
+        print(f"shard {a.shard} done; when every shard is, rerun without --shard to write the report")
+        return 0
     rows = write_report(a.out, [m.label for m in methods], make_plots=not a.no_plots)
     print(to_markdown(rows))
     print(f"results, summary.json, summary.md and plots in {Path(a.out)}")

@@ -200,7 +200,13 @@ def plots(results: list[dict], rows: dict, out_dir: str | Path) -> list[Path]:
 
 def write_report(out_dir: str | Path, methods: list[str] | None = None, make_plots: bool = True) -> dict:
     out = Path(out_dir)
-    results = load_results(out / "results.jsonl")
+    from .runner import result_files
+
+    seen: dict[tuple, dict] = {}  # shards of one run may overlap after a rerun: one record per key
+    for f in result_files(out):
+        for r in load_results(f):
+            seen.setdefault((r["problem_id"], r["method"], r["seed"]), r)
+    results = list(seen.values())
     rows = summarize(results, methods)
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     md = to_markdown(rows)

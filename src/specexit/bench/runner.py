@@ -7,6 +7,7 @@ stops between two runs and leaves valid partial results; the summary is made fro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
@@ -39,6 +40,11 @@ class BenchConfig:
 
 def _key(obj: dict) -> tuple[str, str, int]:
     return obj["problem_id"], obj["method"], int(obj["seed"])
+
+
+def result_files(out: Path) -> list[Path]:
+    """``results.jsonl`` and the files of ``--shard`` runs in a results folder."""
+    return sorted(out.glob("results*.jsonl"))
 
 
 def completed(path: Path) -> set[tuple[str, str, int]]:
@@ -82,6 +88,8 @@ def run_one(gen: SpecExitGenerator, problem: Problem, method: Method, seed: int,
         "exit": r.exit,
         "probe_calls": r.probe_calls,
         "finish_reason": r.finish_reason,
+        # equal digests = identical token sequences (the greedy losslessness check across methods)
+        "output_digest": hashlib.sha1(str(r.token_ids).encode()).hexdigest()[:16],
     }
     if index < HISTORY_PROBLEMS and r.signal_history:
         rec["signal_history"] = [{"t": t, "raw": raw, "smoothed": sm} for t, raw, sm in r.signal_history]
@@ -95,18 +103,20 @@ def run_bench(
     cfg: BenchConfig,
     out_dir: str | Path,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.jsonl"
-    done = completed(path)
-    jobs = [
-        (i, p, m, s)
-        for s in cfg.seeds
-        for i, p in enumerate(problems)
-        for m in methods
-        if (p.id, m.label, s) not in done
-    ]
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: need 0 <= K < N")
+    # a shard appends to a file of its own, so shards run side by side (one per core) without interleaving
+    # writes; every results*.jsonl of the folder counts as done, and the report reads them all
+    path = out / ("results.jsonl" if n == 1 else f"results.shard{k}of{n}.jsonl")
+    done = set().union(*(completed(f) for f in [*result_files(out), path]))
+    # a shard takes whole (seed, problem) units, so all methods of a question run on the same core
+    units = [(s, i, p) for s in cfg.seeds for i, p in enumerate(problems)]
+    jobs = [(i, p, m, s) for s, i, p in units[k::n] for m in methods if (p.id, m.label, s) not in done]
     (out / "run.json").write_text(json.dumps(environment(gen, cfg, methods, len(problems)), indent=2) + "\n")
     bar = tqdm(total=len(jobs), desc="bench", unit="run", disable=not progress)
     try:

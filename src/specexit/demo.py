@@ -1,0 +1,149 @@
+"""``specexit demo``: the shipped testbed reasoning model and its trained SpecExit draft on held-out
+problems, in three modes side by side (plain decoding, EAGLE-3 speculative decoding, SpecExit).
+
+The testbed is a small Qwen3-architecture model trained here to reason and to overthink (it re-checks
+answers it already has); see docs/testbed.md.  It is a testbed, not a real reasoning model: it shows
+the mechanism and its measured effect, on CPU, in a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+
+ASSET_TARGET = "testbed"
+ASSET_DRAFT = "testbed-draft"
+MODES = ("vanilla", "spec", "specexit")
+
+
+def asset_dir(name: str) -> Path:
+    path = Path(str(resources.files("specexit") / "assets" / name))
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"the shipped asset {name!r} is missing from {path}; reinstall the package (pip install -e .) "
+            "or pass --target/--draft"
+        )
+    return path
+
+
+def run_demo(
+    target: str | Path | None = None,
+    draft: str | Path | None = None,
+    problems: int = 10,
+    seed: int = 0,
+    max_new_tokens: int = 768,
+    tree: tuple[int, int, int] = (16, 5, 4),
+    progress: bool = True,
+) -> dict:
+    from .bench.datasets import load_dataset
+    from .bench.methods import parse_method
+    from .bench.report import summarize
+    from .bench.runner import BenchConfig, run_one
+    from .engine import SpecExitGenerator
+    from .proposer import TreeConfig
+
+    if problems <= 0:
+        raise ConfigError(f"--problems must be positive, got {problems}")
+    target = Path(target) if target else asset_dir(ASSET_TARGET)
+    draft = Path(draft) if draft else asset_dir(ASSET_DRAFT)
+    t0 = time.perf_counter()
+    gen = SpecExitGenerator.from_pretrained(target, draft)
+    data = load_dataset(f"testbed:{problems}:{seed}")
+    cfg = BenchConfig(max_new_tokens=max_new_tokens, tree=TreeConfig(*tree))
+    methods = [parse_method(m) for m in MODES]
+    results, outputs = [], {}
+    for i, p in enumerate(data):
+        for m in methods:
+            rec = run_one(gen, p, m, 0, cfg, i)
+            results.append(rec)
+            outputs[(p.id, m.label)] = rec
+            if progress:
+                print(f"\r[{i + 1}/{len(data)}] {m.label:9s} {rec['total_tokens']:4d} tokens", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    rows = summarize(results, list(MODES))
+    out = {
+        "methods": {
+            m: {
+                "accuracy": r["accuracy"],
+                "accuracy_ci95": r["accuracy_ci95"],
+                "thinking_tokens": r["thinking_tokens"],
+                "total_tokens": r["total_tokens"],
+                # plain decoding: one token per target forward
+                "mean_accept_length": 1.0 if m == "vanilla" else r["mean_accept_length"],
+                "latency_s": r["latency_s"],
+                "exit_rate": r["exit_rate"],
+                "latency_speedup_vs_vanilla": r.get("latency_speedup_vs_vanilla"),
+                "latency_speedup_vs_spec": r.get("latency_speedup_vs_spec"),
+                "thinking_cut_vs_spec": r.get("thinking_cut_vs_spec"),
+            }
+            for m, r in rows.items()
+        },
+        "problems": len(data),
+        "checks": {
+            # greedy speculative decoding is lossless: every answer equal to plain decoding's
+            "spec_equals_vanilla": all(
+                outputs[(p.id, "spec")]["output_digest"] == outputs[(p.id, "vanilla")]["output_digest"] for p in data
+            ),
+            "specexit_tokens_le_spec": all(
+                outputs[(p.id, "specexit")]["thinking_tokens"] <= outputs[(p.id, "spec")]["thinking_tokens"]
+                for p in data
+            ),
+        },
+        "target": str(target),
+        "draft": str(draft),
+        "tree": list(tree),
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    return out
+
+
+def format_table(res: dict) -> str:
+    m = res["methods"]
+    lines = [
+        f"SpecExit demo: testbed reasoning model, {res['problems']} held-out problems, greedy, CPU",
+        "",
+        f"{'method':10s} {'accuracy':>9s} {'thinking':>9s} {'total':>7s} {'accept':>7s} {'sec/prob':>9s} "
+        f"{'vs vanilla':>11s} {'vs spec':>8s}",
+    ]
+    for name, r in m.items():
+        acc = r["mean_accept_length"]
+        lines.append(
+            f"{name:10s} {100 * r['accuracy']:8.1f}% {r['thinking_tokens']:9.1f} {r['total_tokens']:7.1f} "
+            f"{(f'{acc:.2f}' if acc else '-'):>7s} {r['latency_s']:9.3f} "
+            f"{r['latency_speedup_vs_vanilla']:10.2f}x {r['latency_speedup_vs_spec']:7.2f}x"
+        )
+    c = res["checks"]
+    lines += [
+        "",
+        f"spec output == vanilla output: {c['spec_equals_vanilla']};  "
+        f"specexit thinking <= spec thinking: {c['specexit_tokens_le_spec']};  wall {res['wall_s']}s",
+    ]
+    return "\n".join(lines)
+
+
+def register(sub) -> None:
+    d = sub.add_parser("demo", help="the shipped testbed model + draft: vanilla vs spec vs specexit, side by side")
+    d.add_argument("--problems", type=int, default=10, help="held-out problems (default 10)")
+    d.add_argument("--seed", type=int, default=0, help="which held-out problems")
+    d.add_argument("--max-new-tokens", type=int, default=768)
+    d.add_argument("--target", default=None, help="another target folder (default: the shipped testbed)")
+    d.add_argument("--draft", default=None, help="another draft folder (default: the shipped testbed draft)")
+    d.add_argument("--tree", default="16,5,4", help="total_tokens,depth,branching (CPU-sized default)")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(a) -> int:
+    try:
+        tree = tuple(int(x) for x in a.tree.split(","))
+        assert len(tree) == 3
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
+    res = run_demo(a.target, a.draft, a.problems, a.seed, a.max_new_tokens, tree, progress=not a.json)
+    print(json.dumps(res, indent=2) if a.json else format_table(res))
+    return 0
