@@ -772,3 +772,78 @@ def test_thinking_budget_exits_at_exactly_n_thinking_tokens_without_signals():
     assert room.step(ids("D"), None, max_keep=1).keep == 1
     with pytest.raises(ConfigError, match="thinking_budget must be a positive integer"):
         ExitConfig(thinking_budget=0).validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# boundary read-out: each boundary is judged on the state right after it
+
+
+def reads(*values: dict | None) -> list[dict | None]:
+    return list(values)
+
+
+def test_boundary_readout_judges_the_state_after_each_boundary():
+    p = make_policy({"confidence": 0.8}, readout="boundary")
+    toks = ids("A", "\n\n", "B", "\n\n", "C")
+    # entry k: state after k tokens; the first boundary (after 2 tokens) is bad, the second good
+    r = reads(None, {"confidence": 0.99}, {"confidence": 0.1}, {"confidence": 0.99}, {"confidence": 0.95}, None)
+    d = p.step(toks, {"confidence": 0.99}, token_signals=r)
+    assert d.exit and d.keep == 4 and p.thinking_tokens == 4
+    assert p.record.raw == {"confidence": 0.95} and p.record.boundary == "paragraph"
+    # round read-out on the same round: the round mean passes, so it exits at the first boundary
+    q = make_policy({"confidence": 0.8})
+    assert q.step(toks, {"confidence": 0.99}).keep == 2
+
+
+def test_boundary_readout_ignores_states_away_from_boundaries():
+    p = make_policy({"confidence": 0.8}, readout="boundary")
+    r = reads({"confidence": 0.99}, {"confidence": 0.99}, {"confidence": 0.2}, {"confidence": 0.99}, None)
+    assert not p.step(ids("A", "\n\n", "B", "C"), None, token_signals=r).exit
+    assert [raw for _, raw, _ in p.history] == [{"confidence": 0.2}]  # one read-out: the one boundary
+
+
+def test_boundary_at_the_rounds_last_token_is_judged_next_round_keeping_nothing():
+    p = make_policy({"confidence": 0.8}, readout="boundary")
+    assert not p.step(ids("A", "B", "\n\n"), None, token_signals=reads(None, None, None, None)).exit
+    assert p.thinking_tokens == 3
+    d = p.step(ids("C", "D"), None, token_signals=reads({"confidence": 0.9}, {"confidence": 0.0}, None))
+    assert d.exit and d.keep == 0 and p.record.thinking_tokens == 3 and p.record.new_tokens == 3
+    # a bad read-out there: no exit, the round goes on normally
+    q = make_policy({"confidence": 0.8}, readout="boundary")
+    q.step(ids("A", "\n\n"), None, token_signals=reads(None, None, None))
+    assert not q.step(ids("C", "D"), None, token_signals=reads({"confidence": 0.3}, None, None)).exit
+    assert q.thinking_tokens == 4
+
+
+def test_boundary_readout_smooths_boundary_by_boundary():
+    p = make_policy({"confidence": 0.8}, readout="boundary", smoothing="ewma", alpha=0.5)
+    rd = [{"confidence": v} for v in (0.6, 0.0, 1.0, 1.0)]
+    for v in rd[:3]:
+        assert not p.step(ids("A", "\n\n", "B"), None, token_signals=reads(None, None, v, None)).exit
+    assert p.smoothed()["confidence"] == pytest.approx(0.65)  # 0.6, 0.3, 0.65
+    assert p.step(ids("A", "\n\n", "B"), None, token_signals=reads(None, None, rd[3], None)).exit  # 0.825
+
+
+def test_boundary_readout_keeps_min_tokens_budget_and_max_keep():
+    p = make_policy({"confidence": 0.8}, readout="boundary", min_thinking_tokens=3)
+    good = {"confidence": 0.99}
+    assert not p.step(ids("A", "\n\n"), None, token_signals=reads(None, None, good)).exit  # 2 < min
+    assert p.step(ids("B", "\n\n"), None, token_signals=reads(None, None, good)).keep == 2
+    q = make_policy({"confidence": 0.8}, readout="boundary")
+    assert not q.step(ids("A", "\n\n", "B"), None, max_keep=1, token_signals=reads(None, None, good, None)).exit
+    b = make_policy({"confidence": 0.8}, readout="boundary", thinking_budget=2)
+    d = b.step(ids("A", "B", "C"), None, token_signals=None)
+    assert d.keep == 2 and b.record.boundary == "budget"
+
+
+def test_boundary_readout_disabled_and_after_the_end():
+    p = make_policy({"confidence": 0.8}, readout="boundary", enabled=False)
+    assert not p.step(ids("A", "\n\n", "B"), None, token_signals=reads(None, None, {"confidence": 1.0}, None)).exit
+    q = make_policy({"confidence": 0.8}, readout="boundary")
+    assert not q.step(ids("A", "</think>", "\n\n", "B"), None, token_signals=[{"confidence": 1.0}] * 5).exit
+    assert q.finished and q.thinking_tokens == 1
+
+
+def test_readout_is_validated():
+    with pytest.raises(ConfigError, match="readout must be one of"):
+        ExitConfig(readout="token").validate()

@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         help="exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200 (default: all three)",
     )
     g.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
+    g.add_argument(
+        "--readout", default="round", choices=["round", "boundary"], help="signals: round mean or at each boundary"
+    )
     g.add_argument("--alpha", type=float, default=0.1)
     g.add_argument("--window", type=int, default=10)
     g.add_argument("--min-thinking-tokens", type=int, default=0)
@@ -148,6 +151,7 @@ def _cmd_generate(a) -> int:
     exit_cfg = ExitConfig(
         thresholds=a.thresholds if a.thresholds is not None else dict(DEFAULT_THRESHOLDS),
         smoothing=a.smoothing,
+        readout=a.readout,
         alpha=a.alpha,
         window=a.window,
         min_thinking_tokens=a.min_thinking_tokens,

@@ -403,12 +403,23 @@ class SpecExitGenerator:
                 forced = False
                 if exits:
                     signals = {n: float(v.mean()) for n, v in sig.items()} if sig and policy.enabled else None
+                    per_token = None
+                    if signals is not None and policy.config.readout == "boundary":
+                        # state after the previous round's last token, then after each accepted token;
+                        # the bonus token's state only exists next round
+                        rows = {n: v[p - 1 :].tolist() for n, v in sig.items()}
+                        per_token = [{n: r[k] for n, r in rows.items()} for k in range(len(acc) + 1)] + [None]
                     if isinstance(policy.judge, ProbeJudge):
                         policy.judge.round(cache, past + p, len(acc), verdict.bonus)
                     # the policy must not see tokens the caller will drop (stop token / length cap)
                     visible = _truncate(emitted, self.stop_ids, max_new - produced)
                     # an exit needs room for the forced think-end token within max_new_tokens
-                    decision = policy.step(visible, signals, max_keep=max_new - produced - 1)
+                    decision = policy.step(
+                        visible,
+                        signals,
+                        max_keep=max_new - produced - 1,
+                        token_signals=per_token[: len(visible) + 1] if per_token is not None else None,
+                    )
                     if decision.exit:
                         emitted, forced = [*visible[: decision.keep], self.think_end_id], True
             produced += len(emitted)

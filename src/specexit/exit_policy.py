@@ -22,6 +22,7 @@ SIGNAL_NAMES: tuple[str, ...] = ("confidence", "progress", "remain")
 _LOWER_IS_BETTER = frozenset({"remain"})
 DEFAULT_THRESHOLDS: dict[str, float] = {"confidence": 0.8, "progress": 0.3, "remain": 200.0}
 SMOOTHING_METHODS: tuple[str, ...] = ("ewma", "momentum", "window", "none")
+READOUTS: tuple[str, ...] = ("round", "boundary")
 
 
 @dataclass
@@ -41,6 +42,12 @@ class ExitConfig:
     # hard cap on thinking tokens, then the think-end token is forced (the "thinking budget" baseline of
     # serving engines); applies in spec and specexit modes, independent of signals and boundaries
     thinking_budget: int | None = None
+    # where signals are read: "round" (the reference: the mean over the round's tokens, smoothed round by
+    # round, checked at the round's first boundary) or "boundary" (the value at each boundary token itself,
+    # smoothed boundary by boundary; every boundary is checked).  A confidence label says "an answer forced
+    # right after this boundary is correct", so the boundary read-out asks exactly that question; the
+    # round mean also averages in tokens after the boundary, whose label belongs to the previous one.
+    readout: str = "round"
     think_start: str = "<think>"
     think_end: str = "</think>"
 
@@ -62,6 +69,8 @@ class ExitConfig:
                     f"exit thresholds name signal(s) {missing} but the draft predicts only [{have}]; "
                     "drop those thresholds or use a draft trained with them"
                 )
+        if self.readout not in READOUTS:
+            raise ConfigError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.smoothing not in SMOOTHING_METHODS:
             raise ConfigError(f"smoothing must be one of {SMOOTHING_METHODS}, got {self.smoothing!r}")
         if not isinstance(self.alpha, numbers.Real) or not 0.0 < self.alpha <= 1.0:
@@ -169,6 +178,7 @@ class ExitPolicy:
         self.new_tokens = 0
         self.rounds = 0
         self.record: ExitRecord | None = None
+        self._carry: tuple[str, str] | None = None  # boundary read-out: a boundary awaiting its state
         # (thinking position, raw, smoothed) per round, for signal-trace plots
         self.history: list[tuple[int, dict[str, float], dict[str, float]]] = []
 
@@ -188,11 +198,20 @@ class ExitPolicy:
         return {n: s.value for n, s in self.smoothers.items() if s.value is not None}
 
     def step(
-        self, tokens: Sequence[int], signals: Mapping[str, float] | None, max_keep: int | None = None
+        self,
+        tokens: Sequence[int],
+        signals: Mapping[str, float] | None,
+        max_keep: int | None = None,
+        token_signals: Sequence[Mapping[str, float] | None] | None = None,
     ) -> ExitDecision:
         """Process one round: ``tokens`` emitted this round, ``signals`` raw read-out (or None).
         ``max_keep``: the most tokens of this round an exit may keep (the forced think-end token must
-        still fit in the caller's token budget); a boundary beyond it is not an exit point."""
+        still fit in the caller's token budget); a boundary beyond it is not an exit point.
+        ``token_signals`` (``readout="boundary"``): ``len(tokens) + 1`` read-outs, entry k being the
+        state after the first k tokens of the round (entry 0: after the previous round); None where
+        the caller has no state yet (the round's last token, verified only next round)."""
+        if self.config.readout == "boundary":
+            return self._step_boundary(tokens, max_keep, token_signals)
         self.rounds += 1
         was_thinking = self.in_thinking and not self.finished
         raw: dict[str, float] = {}
@@ -247,6 +266,76 @@ class ExitPolicy:
             checked = True
             if all(passes(n, smooth[n], th) for n, th in self.config.thresholds.items()):
                 return self._exit(keep, i, kind, text, raw, smooth)
+        return ExitDecision()
+
+    def _read(self, readout: Mapping[str, float] | None) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Feed one boundary read-out to the smoothers; (raw, smoothed), or None without a read-out."""
+        if readout is None:
+            return None
+        raw = {n: float(readout[n]) for n in self.smoothers if n in readout}
+        for n, v in raw.items():
+            self.smoothers[n].update(v)
+        self.history.append((self.thinking_tokens, raw, self.smoothed()))
+        return raw, self.smoothed()
+
+    def _passes(self, smooth: dict[str, float]) -> bool:
+        return len(smooth) == len(self.smoothers) and all(
+            passes(n, smooth[n], th) for n, th in self.config.thresholds.items()
+        )
+
+    def _step_boundary(
+        self,
+        tokens: Sequence[int],
+        max_keep: int | None,
+        token_signals: Sequence[Mapping[str, float] | None] | None,
+    ) -> ExitDecision:
+        """``step`` with the boundary read-out: each eligible boundary is judged on the signals of the
+        state right after it; a boundary at the round's last token is judged at the start of the next
+        round (its state is computed there), keeping none of that round's tokens."""
+        self.rounds += 1
+        reads = list(token_signals) if token_signals is not None else [None] * (len(tokens) + 1)
+        carry, self._carry = self._carry, None
+        if carry is not None and self.enabled and self.in_thinking and not self.finished:
+            got = self._read(reads[0] if reads else None)
+            if got is not None and self._passes(got[1]):
+                return self._exit(0, -1, carry[0], carry[1], *got)
+        for i, tid in enumerate(tokens):
+            if self.finished:
+                self.new_tokens += 1
+                continue
+            if tid == self.think_end_id:
+                self.finished = self.in_thinking or self.finished
+                self.in_thinking = False
+                self.new_tokens += 1
+                continue
+            if tid == self.think_start_id:
+                self.in_thinking = True
+                self.detector.reset("")
+                self.new_tokens += 1
+                continue
+            hit = self.detector.push(tid)
+            self.new_tokens += 1
+            if not self.in_thinking:
+                continue
+            self.thinking_tokens += 1
+            budget = self.config.thinking_budget
+            if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
+                return self._exit(i + 1, i, "budget", self.detector.text(tid), {}, self.smoothed())
+            if hit is None or not self.enabled:
+                continue
+            kind, text = hit
+            keep = i + 1 if kind == "paragraph" else i
+            kept_thinking = self.thinking_tokens - (0 if kind == "paragraph" else 1)
+            if kept_thinking < self.config.min_thinking_tokens or (max_keep is not None and keep > max_keep):
+                continue
+            readout = reads[keep] if keep < len(reads) else None
+            if readout is None:
+                if keep == len(tokens):  # the state after the round's last token comes next round
+                    self._carry = (kind, text)
+                continue
+            got = self._read(readout)
+            if got is not None and self._passes(got[1]):
+                return self._exit(keep, i, kind, text, *got)
         return ExitDecision()
 
     def _exit(self, keep: int, index: int, kind: str, text: str, raw: dict, smooth: dict) -> ExitDecision:

@@ -5,7 +5,8 @@ All methods run through the same engine and are timed the same way:
   vanilla   plain target decoding (the reference)
   spec      EAGLE-3 tree speculative decoding, no exit (lossless)
   specexit  spec + the learned exit signals; knobs: confidence, progress, remain (thresholds; a knob
-            set to ``off`` drops that signal), alpha, smoothing, window, min (thinking tokens), lagged
+            set to ``off`` drops that signal), alpha, smoothing, window, min (thinking tokens), lagged,
+            readout (round | boundary)
   budget:N  spec + a hard cap of N thinking tokens, then the think-end token is forced
   probe     spec + DEER-style probing: at each boundary the target writes a trial answer; exit when its
             mean token probability exceeds ``threshold`` (default 0.95); knobs: threshold, tokens, min
@@ -121,10 +122,12 @@ def parse_method(label: str, base: ExitConfig | None = None) -> Method:
             cfg = replace(cfg, min_thinking_tokens=_num(label, k, v, int))
         elif k == "lagged":
             cfg = replace(cfg, lagged=v.lower() in ("1", "true", "yes"))
+        elif k == "readout":
+            cfg = replace(cfg, readout=v)
         else:
             raise ConfigError(
                 f"method {label!r}: unknown knob {k!r} (confidence, progress, remain, alpha, smoothing, window, "
-                "min, lagged)"
+                "min, lagged, readout)"
             )
     cfg = replace(cfg, thresholds=thresholds)
     cfg.validate()

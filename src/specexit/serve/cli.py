@@ -36,6 +36,7 @@ def register(sub) -> None:
     s.add_argument("--thresholds", type=_thresholds, default=None,
                    help="default exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200")  # fmt: skip
     s.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
+    s.add_argument("--readout", default="round", choices=["round", "boundary"], help="signal read-out")
     s.add_argument("--alpha", type=float, default=0.1)
     s.add_argument("--window", type=int, default=10)
     s.add_argument("--min-thinking-tokens", type=int, default=0)
@@ -68,6 +69,7 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
     exit_config = ExitConfig(
         thresholds=a.thresholds if a.thresholds is not None else default,
         smoothing=a.smoothing,
+        readout=a.readout,
         alpha=a.alpha,
         window=a.window,
         min_thinking_tokens=a.min_thinking_tokens,
