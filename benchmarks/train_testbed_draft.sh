@@ -6,13 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TB=${1:-src/specexit/assets/testbed}
 OUT=${2:-runs/testbed-draft}
-N_PROMPTS=${N_PROMPTS:-2000}
-STEPS=${STEPS:-3000}
+N_PROMPTS=${N_PROMPTS:-1500}
+STEPS=${STEPS:-1500}
+LR=${LR:-1e-3}
 mkdir -p "$OUT"
 specexit testbed data --split train --seed 1 --n "$N_PROMPTS" --out "$OUT/prompts.jsonl"
 specexit --threads 2 train all --target "$TB" --prompts "$OUT/prompts.jsonl" --out "$OUT" \
     --max-new-tokens 768 --temperature 0.6 --samples 1 --batch-size 32 \
-    --max-steps "$STEPS" --batch 8 --lr 3e-4 --draft-vocab 32000 --ckpt-every 250 --eval-every 500
+    --max-steps "$STEPS" --batch 8 --lr "$LR" --draft-vocab 32000 --ckpt-every 250 --eval-every 500
 # acceptance length with the engine on held-out problems (test split), tree 60 and a CPU-sized tree
 specexit --threads 2 bench --target "$TB" --draft "$OUT/draft" --dataset testbed:200 --methods spec \
     --max-new-tokens 768 --tree 60,6,10 --out "$OUT/accept-tree60" --no-plots

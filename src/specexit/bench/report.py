@@ -188,7 +188,7 @@ def plots(results: list[dict], rows: dict, out_dir: str | Path) -> list[Path]:
                     a.axhline(th, color="grey", linewidth=0.8)
                 a.set_title(f"{r['problem_id']} / {r['method']}: {n}", fontsize=8)
                 a.set_xlabel("thinking position")
-                if n == "remain":
+                if n == "remain" and any(h["raw"].get(n, 0) > 0 for h in hist):  # a method may drop remain
                     a.set_yscale("log")
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
