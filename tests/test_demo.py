@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
 from specexit.cli import main as run_cli
 from specexit.demo import ASSET_DRAFT, ASSET_TARGET, MODES, asset_dir
@@ -15,7 +16,7 @@ from specexit.target import TargetModel
 def test_shipped_testbed_loads_as_a_qwen3_reasoning_model():
     target = TargetModel.from_pretrained(asset_dir(ASSET_TARGET))
     assert type(target.model).__name__ == "Qwen3ForCausalLM"
-    tok = target.tokenizer
+    tok = AutoTokenizer.from_pretrained(asset_dir(ASSET_TARGET))
     for marker in ("<think>", "</think>", "<|im_start|>", "<|im_end|>"):
         assert marker in tok.get_vocab(), marker
     draft = Eagle3Draft.from_pretrained(asset_dir(ASSET_DRAFT), target=target)
