@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/testbed}
 TB=src/specexit/assets/testbed
 DRAFT=src/specexit/assets/testbed-draft
-METHODS=${METHODS:-"vanilla,spec,specexit,specexit[smoothing=none,progress=off,remain=off,confidence=0.5],specexit[smoothing=none,progress=off,remain=off,confidence=0.4],budget:96,probe,nothink"}
+METHODS=${METHODS:-"vanilla,spec,specexit,specexit[smoothing=none,progress=off,remain=off,confidence=0.5],specexit[smoothing=none,progress=off,remain=off,confidence=0.4],specexit[readout=boundary,smoothing=none,progress=off,remain=off,confidence=0.5],budget:96,probe,nothink"}
 ARGS=(--target "$TB" --draft "$DRAFT" --dataset testbed:200 --methods "$METHODS" --seeds 0,1,2
       --temperature 0.6 --max-new-tokens 768 --tree 16,5,4 --out "$OUT")
 NSHARDS=${NSHARDS:-2}
