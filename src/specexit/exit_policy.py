@@ -210,20 +210,29 @@ class ExitPolicy:
         ``token_signals`` (``readout="boundary"``): ``len(tokens) + 1`` read-outs, entry k being the
         state after the first k tokens of the round (entry 0: after the previous round); None where
         the caller has no state yet (the round's last token, verified only next round)."""
-        if self.config.readout == "boundary":
-            return self._step_boundary(tokens, max_keep, token_signals)
         self.rounds += 1
         was_thinking = self.in_thinking and not self.finished
+        at_boundaries = self.config.readout == "boundary"
         raw: dict[str, float] = {}
-        before = self.smoothed()
-        if was_thinking and signals is not None:
-            raw = {n: float(signals[n]) for n in self.smoothers if n in signals}
-            for n, v in raw.items():
-                self.smoothers[n].update(v)
-            self.history.append((self.thinking_tokens, raw, self.smoothed()))
-        smooth = before if self.config.lagged else self.smoothed()
+        if at_boundaries:
+            # each boundary is judged on the state right after it; a boundary at the previous round's
+            # last token is judged now, on entry 0, keeping none of this round's tokens
+            reads = list(token_signals) if token_signals is not None else [None] * (len(tokens) + 1)
+            carry, self._carry = self._carry, None
+            if carry is not None and self.enabled and was_thinking:
+                got = self._read(reads[0] if reads else None)
+                if got is not None and self._passes(got[1]):
+                    return self._exit(0, -1, carry[0], carry[1], *got)
+        else:
+            before = self.smoothed()
+            if was_thinking and signals is not None:
+                raw = {n: float(signals[n]) for n in self.smoothers if n in signals}
+                for n, v in raw.items():
+                    self.smoothers[n].update(v)
+                self.history.append((self.thinking_tokens, raw, self.smoothed()))
+        smooth = before if not at_boundaries and self.config.lagged else self.smoothed()
         ready = self.enabled and len(smooth) == len(self.smoothers)
-        checked = False  # only the first eligible boundary of a round is checked (signals are per round)
+        checked = False  # round read-out: only the first eligible boundary of a round is checked
 
         for i, tid in enumerate(tokens):
             if self.finished:
@@ -240,14 +249,14 @@ class ExitPolicy:
                 self.new_tokens += 1
                 continue
             hit = self.detector.push(tid)
+            self.new_tokens += 1
             if not self.in_thinking:
-                self.new_tokens += 1
                 continue
             self.thinking_tokens += 1
-            self.new_tokens += 1
             budget = self.config.thinking_budget
             if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
-                return self._exit(i + 1, i, "budget", self.detector.text(tid), raw, smooth)
+                now = self.smoothed() if at_boundaries else smooth
+                return self._exit(i + 1, i, "budget", self.detector.text(tid), raw, now)
             if hit is None:
                 continue
             kind, text = hit
@@ -261,10 +270,22 @@ class ExitPolicy:
                 if ok:
                     return self._exit(keep, i, kind, text, {"probe": score}, {"probe": score})
                 continue
+            if at_boundaries:
+                if not self.enabled:
+                    continue
+                readout = reads[keep] if keep < len(reads) else None
+                if readout is None:
+                    if keep == len(tokens):  # the state after the round's last token comes next round
+                        self._carry = (kind, text)
+                    continue
+                got = self._read(readout)
+                if got is not None and self._passes(got[1]):
+                    return self._exit(keep, i, kind, text, *got)
+                continue
             if checked or not ready or not was_thinking:
                 continue
             checked = True
-            if all(passes(n, smooth[n], th) for n, th in self.config.thresholds.items()):
+            if self._passes(smooth):
                 return self._exit(keep, i, kind, text, raw, smooth)
         return ExitDecision()
 
@@ -282,61 +303,6 @@ class ExitPolicy:
         return len(smooth) == len(self.smoothers) and all(
             passes(n, smooth[n], th) for n, th in self.config.thresholds.items()
         )
-
-    def _step_boundary(
-        self,
-        tokens: Sequence[int],
-        max_keep: int | None,
-        token_signals: Sequence[Mapping[str, float] | None] | None,
-    ) -> ExitDecision:
-        """``step`` with the boundary read-out: each eligible boundary is judged on the signals of the
-        state right after it; a boundary at the round's last token is judged at the start of the next
-        round (its state is computed there), keeping none of that round's tokens."""
-        self.rounds += 1
-        reads = list(token_signals) if token_signals is not None else [None] * (len(tokens) + 1)
-        carry, self._carry = self._carry, None
-        if carry is not None and self.enabled and self.in_thinking and not self.finished:
-            got = self._read(reads[0] if reads else None)
-            if got is not None and self._passes(got[1]):
-                return self._exit(0, -1, carry[0], carry[1], *got)
-        for i, tid in enumerate(tokens):
-            if self.finished:
-                self.new_tokens += 1
-                continue
-            if tid == self.think_end_id:
-                self.finished = self.in_thinking or self.finished
-                self.in_thinking = False
-                self.new_tokens += 1
-                continue
-            if tid == self.think_start_id:
-                self.in_thinking = True
-                self.detector.reset("")
-                self.new_tokens += 1
-                continue
-            hit = self.detector.push(tid)
-            self.new_tokens += 1
-            if not self.in_thinking:
-                continue
-            self.thinking_tokens += 1
-            budget = self.config.thinking_budget
-            if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
-                return self._exit(i + 1, i, "budget", self.detector.text(tid), {}, self.smoothed())
-            if hit is None or not self.enabled:
-                continue
-            kind, text = hit
-            keep = i + 1 if kind == "paragraph" else i
-            kept_thinking = self.thinking_tokens - (0 if kind == "paragraph" else 1)
-            if kept_thinking < self.config.min_thinking_tokens or (max_keep is not None and keep > max_keep):
-                continue
-            readout = reads[keep] if keep < len(reads) else None
-            if readout is None:
-                if keep == len(tokens):  # the state after the round's last token comes next round
-                    self._carry = (kind, text)
-                continue
-            got = self._read(readout)
-            if got is not None and self._passes(got[1]):
-                return self._exit(keep, i, kind, text, *got)
-        return ExitDecision()
 
     def _exit(self, keep: int, index: int, kind: str, text: str, raw: dict, smooth: dict) -> ExitDecision:
         """Exit keeping ``keep`` tokens of this round (the token at ``index`` was the last one counted)."""
