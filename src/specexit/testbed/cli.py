@@ -1,7 +1,7 @@
 """``specexit testbed data | train | eval``: build and measure the testbed "overthinker" model.
 
 Wire into the main CLI with ``register(subparsers)``; the parser it adds dispatches through
-``args.testbed_handler`` (or call ``run(args)``).  ``python -m specexit.testbed.cli ...`` works on its own.
+``args.testbed_handler`` (or call ``run(args)``).  ``python -m specexit.testbed.cli testbed ...`` works too.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from ..errors import SpecExitError
 
 
 def default_dir() -> Path:
@@ -166,14 +164,10 @@ def run(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="specexit", description="SpecExit testbed model")
-    register(p.add_subparsers(dest="cmd", required=True))
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except SpecExitError as e:
-        print(f"specexit: error: {e}", file=sys.stderr)
-        return 2
+    """``specexit testbed ...`` through the main CLI (same parser, same error handling)."""
+    from ..cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
