@@ -98,6 +98,13 @@ def _stop_server(proc: subprocess.Popen) -> None:
         proc.wait(5)
 
 
+def _error_message(text: str) -> str:
+    try:
+        return str(json.loads(text)["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return text[:300]
+
+
 def _one_request(client: httpx.Client, url: str, body: dict, stream: bool, timeout: float) -> dict:
     """One chat completion: latency, ttft (stream), tokens, or the error."""
     t0 = time.perf_counter()
@@ -107,6 +114,7 @@ def _one_request(client: httpx.Client, url: str, body: dict, stream: bool, timeo
             r = client.post(url + "/v1/chat/completions", json=body, timeout=timeout)
             if r.status_code != 200:
                 rec["error"] = f"http_{r.status_code}"
+                rec["message"] = _error_message(r.text)
                 return rec
             usage = r.json()["usage"]
         else:
@@ -114,6 +122,7 @@ def _one_request(client: httpx.Client, url: str, body: dict, stream: bool, timeo
             with client.stream("POST", url + "/v1/chat/completions", json=body, timeout=timeout) as r:
                 if r.status_code != 200:
                     rec["error"] = f"http_{r.status_code}"
+                    rec["message"] = _error_message(r.read().decode(errors="replace"))
                     return rec
                 for line in r.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
@@ -149,12 +158,25 @@ def _one_request(client: httpx.Client, url: str, body: dict, stream: bool, timeo
     return rec
 
 
+def load_prompts(spec: str) -> list[str]:
+    """`builtin` (four short questions) or `testbed:N` (the first N held-out testbed problems)."""
+    if spec == "builtin":
+        return list(PROMPTS)
+    name, _, n = spec.partition(":")
+    if name != "testbed" or not n.isdigit() or int(n) < 1:
+        raise SystemExit(f"--prompts: expected 'builtin' or 'testbed:N' with N >= 1, got {spec!r}")
+    from specexit.testbed.problems import make_problems
+
+    return [p.question for p in make_problems(int(n), seed=0, split="test")]
+
+
 def run_load(url: str, a: argparse.Namespace) -> dict:
     model = httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
     extra = {"specexit": {"mode": a.mode}} if a.mode else {}
+    prompts = load_prompts(a.prompts)
 
     def body(i: int) -> dict:
-        b = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+        b = {"model": model, "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
              "max_tokens": a.max_tokens, "temperature": 0, "stream": a.stream, **extra}  # fmt: skip
         if a.stream:
             b["stream_options"] = {"include_usage": True}
@@ -195,6 +217,7 @@ def run_load(url: str, a: argparse.Namespace) -> dict:
     for r in records:
         if not r["ok"]:
             errors[r["error"]] = errors.get(r["error"], 0) + 1
+    messages = sorted({r["message"] for r in records if r.get("message")})[:5]
     missing = a.clients * a.requests - len(records)
     if missing:
         errors["unfinished_at_timeout"] = missing
@@ -211,6 +234,7 @@ def run_load(url: str, a: argparse.Namespace) -> dict:
         "requests": a.clients * a.requests,
         "ok": len(ok),
         "errors": errors,
+        "error_messages": messages,
         "wall_s": rnd(wall, 3),
         "requests_per_s": rnd(len(ok) / wall if wall else None),
         "generated_tokens_per_s": rnd(tokens / wall if wall else None, 2),
@@ -245,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--requests", type=int, default=10, help="requests per client")
     p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--prompts", default="builtin", help="'builtin' or 'testbed:N' (held-out testbed problems)")
     p.add_argument("--mode", choices=["vanilla", "spec", "specexit"], default=None, help="default: the server's")
     p.add_argument("--stream", action="store_true", help="stream (measures time to first token)")
     p.add_argument("--warmup", type=int, default=1, help="requests before the measurement")

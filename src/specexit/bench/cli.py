@@ -35,6 +35,11 @@ def register(sub) -> None:
     )
     b.add_argument("--no-plots", action="store_true")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--batch-size", type=int, default=1,
+                   help="vLLM backend: questions of one method per LLM.generate call")  # fmt: skip
+    from ..cli import _backend_args
+
+    _backend_args(b)
 
 
 def run(a) -> int:
@@ -66,10 +71,24 @@ def run(a) -> int:
         raise ConfigError("every method but vanilla needs a draft: pass --draft DIR (or --methods vanilla)")
     if a.temperature == 0 and len(seeds) > 1:
         raise ConfigError("several --seeds only make sense with --temperature > 0 (greedy runs are identical)")
+    if a.batch_size < 1 or (a.batch_size > 1 and a.backend != "vllm"):
+        raise ConfigError("--batch-size must be >= 1, and > 1 only with --backend vllm")
+    if a.backend == "vllm" and any(m.probe is not None for m in methods):
+        raise ConfigError("the probe baseline runs only on the torch backend (it needs trial answers mid-step)")
     problems = load_dataset(a.dataset, a.limit)
-    gen = SpecExitGenerator.from_pretrained(
-        a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start, think_end=a.think_end
-    )
+    if a.backend == "vllm":
+        from ..vllm_plugin.backend import VLLMBackend
+
+        gen = VLLMBackend(
+            a.target, a.draft, num_speculative_tokens=a.num_speculative_tokens, dtype=a.dtype,
+            max_model_len=a.max_model_len, max_num_seqs=max(a.batch_size, 1),
+            think_start=a.think_start, think_end=a.think_end,
+        )  # fmt: skip
+    else:
+        gen = SpecExitGenerator.from_pretrained(
+            a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start,
+            think_end=a.think_end,
+        )  # fmt: skip
     cfg = BenchConfig(
         seeds=seeds,
         temperature=a.temperature,
@@ -78,7 +97,7 @@ def run(a) -> int:
         tree=TreeConfig(total_tokens=total, depth=depth, branching=branching),
         system=a.system,
     )
-    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard)
+    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard, batch_size=a.batch_size)
     if shard[1] > 1:
         print(f"shard {a.shard} done; when every shard is, rerun without --shard to write the report")
         return 0

@@ -11,6 +11,7 @@ import hashlib
 import json
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..engine import SpecExitGenerator
+from ..errors import ConfigError
 from ..prompts import drop_torn_tail
 from ..proposer import TreeConfig
 from ..sampling import SamplingParams
@@ -54,10 +56,12 @@ def completed(path: Path) -> set[tuple[str, str, int]]:
     return {_key(json.loads(line)) for line in path.read_text().splitlines() if line.strip()}
 
 
+def _seed(cfg: BenchConfig, seed: int, index: int) -> int | None:
+    return (seed * 1_000_003 + index) if cfg.temperature else None
+
+
 def run_one(gen: SpecExitGenerator, problem: Problem, method: Method, seed: int, cfg: BenchConfig, index: int) -> dict:
-    sampling = SamplingParams(
-        temperature=cfg.temperature, top_p=cfg.top_p, seed=(seed * 1_000_003 + index) if cfg.temperature else None
-    )
+    sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=_seed(cfg, seed, index))
     ids = gen.encode_prompt(problem.question, enable_thinking=method.enable_thinking, system=cfg.system)
     r = gen.generate(
         input_ids=ids,
@@ -68,6 +72,41 @@ def run_one(gen: SpecExitGenerator, problem: Problem, method: Method, seed: int,
         exit_config=method.exit_config,
         probe=method.probe,
     )
+    return make_record(r, problem, method, seed, index)
+
+
+def run_batch_vllm(backend, jobs: list[tuple[int, Problem, Method, int]], cfg: BenchConfig) -> list[dict]:
+    """One ``LLM.generate`` call for a batch of jobs of the same method (vLLM batches them)."""
+    from ..vllm_plugin.backend import VLLMRequest
+
+    reqs = []
+    for i, p, m, s in jobs:
+        ids = backend.encode_prompt(p.question, enable_thinking=m.enable_thinking, system=cfg.system)
+        budget_only = m.mode == "spec" and m.exit_config.thinking_budget is not None
+        reqs.append(
+            VLLMRequest(
+                ids,
+                m.mode,
+                cfg.max_new_tokens,
+                cfg.temperature,
+                cfg.top_p,
+                _seed(cfg, s, i),
+                m.exit_config if m.mode == "specexit" or budget_only else None,
+            )
+        )
+    t0 = time.perf_counter()
+    results = backend.generate(reqs)
+    wall = time.perf_counter() - t0
+    recs = []
+    for (i, p, m, s), r in zip(jobs, results, strict=True):
+        rec = make_record(r, p, m, s, i)
+        rec.update(batch_size=len(jobs), batch_wall_s=round(wall, 5))
+        recs.append(rec)
+    return recs
+
+
+def make_record(r, problem: Problem, method: Method, seed: int, index: int) -> dict:
+    """One results.jsonl line from a GenerationResult (either backend)."""
     # only the answer after the thinking span counts: a run that never closed its span (cut off by
     # max_new_tokens) has no answer, and counts as an extraction failure, not as its last number
     s = score(r.answer, problem.answer)
@@ -104,7 +143,10 @@ def run_bench(
     out_dir: str | Path,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    batch_size: int = 1,
 ) -> Path:
+    """``gen``: a SpecExitGenerator (one question at a time) or a VLLMBackend (``batch_size`` questions
+    of one method and seed per ``LLM.generate`` call)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k, n = shard
@@ -116,17 +158,33 @@ def run_bench(
     done = set().union(*(completed(f) for f in [*result_files(out), path]))
     # a shard takes whole (seed, problem) units, so all methods of a question run on the same core
     units = [(s, i, p) for s in cfg.seeds for i, p in enumerate(problems)]
-    jobs = [(i, p, m, s) for s, i, p in units[k::n] for m in methods if (p.id, m.label, s) not in done]
-    (out / "run.json").write_text(json.dumps(environment(gen, cfg, methods, len(problems)), indent=2) + "\n")
+    mine = units[k::n]
+    vllm = not isinstance(gen, SpecExitGenerator)
+    if batch_size < 1 or (batch_size > 1 and not vllm):
+        raise ConfigError("--batch-size > 1 needs --backend vllm (the torch engine runs one question at a time)")
+    jobs = [(i, p, m, s) for s, i, p in mine for m in methods if (p.id, m.label, s) not in done]
+    if vllm:  # batches of one method and seed, problems in order
+        groups: dict[tuple[str, int], list] = {}
+        for job in jobs:
+            groups.setdefault((job[2].label, job[3]), []).append(job)
+        batches = [g[b : b + batch_size] for g in groups.values() for b in range(0, len(g), batch_size)]
+    else:
+        batches = [[job] for job in jobs]
+    env = environment(gen, cfg, methods, len(problems), batch_size)
+    (out / "run.json").write_text(json.dumps(env, indent=2) + "\n")
     bar = tqdm(total=len(jobs), desc="bench", unit="run", disable=not progress)
     try:
         with path.open("a", encoding="utf-8") as f:
-            for i, p, m, s in jobs:
-                rec = run_one(gen, p, m, s, cfg, i)
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            for batch in batches:
+                if vllm:
+                    recs = run_batch_vllm(gen, batch, cfg)
+                else:
+                    recs = [run_one(gen, p, m, s, cfg, i) for i, p, m, s in batch]
+                for rec in recs:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
-                bar.set_postfix(method=m.label[:16], ok=rec["correct"])
-                bar.update(1)
+                bar.set_postfix(method=batch[0][2].label[:16], ok=recs[-1]["correct"])
+                bar.update(len(batch))
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: partial results kept in {path}; rerun the same command to resume", file=sys.stderr)
@@ -134,10 +192,34 @@ def run_bench(
     return path
 
 
-def environment(gen: SpecExitGenerator, cfg: BenchConfig, methods: list[Method], n_problems: int) -> dict:
+def environment(gen, cfg: BenchConfig, methods: list[Method], n_problems: int, batch_size: int = 1) -> dict:
     import transformers
 
+    if not isinstance(gen, SpecExitGenerator):  # the vLLM backend
+        import vllm
+
+        return {
+            "backend": "vllm",
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+            "versions": {
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "vllm": vllm.__version__,
+            },
+            "target": gen.target,
+            "draft_signals": gen.signals if gen.draft else None,
+            "num_speculative_tokens": gen.k,
+            "batch_size": batch_size,
+            "problems": n_problems,
+            "methods": [m.label for m in methods],
+            "seeds": list(cfg.seeds),
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+        }
     return {
+        "backend": "torch",
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),

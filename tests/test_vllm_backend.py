@@ -1,0 +1,100 @@
+"""The vLLM backend end to end, on the shipped testbed model and draft (needs vLLM: skipped in the main
+venv and in CI).  Run with the vLLM venv (docs/vllm.md):
+
+    OMP_NUM_THREADS=1 /work/vllm-venv/bin/python -m pytest tests/test_vllm_backend.py -v
+
+Checks: with exit off, vLLM + the SpecExit plugin is lossless (greedy EAGLE-3 output equals the target
+alone in vLLM, and equals this package's PyTorch engine); in one mixed batch only the requests whose
+signals pass exit, each right after a paragraph boundary with the think-end token, and the others are
+untouched; a thinking budget ends thinking at exactly its count; and the exit decisions equal the
+PyTorch engine's under the boundary read-out (the same signals, read at the same tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="the vLLM backend tests need vLLM (see docs/vllm.md)")
+
+from specexit.engine import SpecExitGenerator  # noqa: E402
+from specexit.exit_policy import ExitConfig  # noqa: E402
+from specexit.testbed.problems import make_problems  # noqa: E402
+from specexit.vllm_plugin.backend import VLLMBackend, VLLMRequest  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
+TARGET, DRAFT = ASSETS / "testbed", ASSETS / "testbed-draft"
+N = 6
+MAX_NEW = 600
+EXIT = ExitConfig(thresholds={"confidence": 0.5}, readout="boundary", smoothing="none")
+NEVER = ExitConfig(thresholds={"confidence": 2.0}, readout="boundary", smoothing="none")  # sigmoid < 1
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = VLLMBackend(TARGET, DRAFT, num_speculative_tokens=5, max_model_len=1024, max_num_seqs=16)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def torch_gen():
+    return SpecExitGenerator.from_pretrained(TARGET, DRAFT)
+
+
+@pytest.fixture(scope="module")
+def prompts(backend):
+    return [backend.encode_prompt(p.question) for p in make_problems(N, seed=0, split="test")]
+
+
+@pytest.fixture(scope="module")
+def vanilla(backend, prompts):
+    return [r.token_ids for r in backend.generate([VLLMRequest(ids, "vanilla", MAX_NEW) for ids in prompts])]
+
+
+def test_spec_is_lossless_and_equals_torch_engine(backend, torch_gen, prompts, vanilla):
+    spec = backend.generate([VLLMRequest(ids, "spec", MAX_NEW) for ids in prompts])
+    assert [r.token_ids for r in spec] == vanilla
+    assert all(r.mean_accept_length > 1.5 for r in spec)  # the trained draft is accepted
+    for ids, v in zip(prompts, vanilla, strict=True):
+        assert torch_gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=MAX_NEW).token_ids == v
+
+
+def test_mixed_batch_exits_only_where_signals_pass(backend, prompts, vanilla):
+    end = backend.think_end_id
+    nl2 = backend.tokenizer.convert_tokens_to_ids(backend.tokenizer.tokenize("\n\n"))
+    kinds = ["spec", "exit", "never", "exit", "budget", "spec"]
+    reqs = []
+    for ids, kind in zip(prompts, kinds, strict=True):
+        if kind == "spec":
+            reqs.append(VLLMRequest(ids, "spec", MAX_NEW))
+        elif kind == "budget":
+            reqs.append(VLLMRequest(ids, "spec", MAX_NEW, exit_config=ExitConfig(thinking_budget=24, thresholds={})))
+        else:
+            reqs.append(VLLMRequest(ids, "specexit", MAX_NEW, exit_config=EXIT if kind == "exit" else NEVER))
+    out = backend.generate(reqs)
+    for r, kind, ref in zip(out, kinds, vanilla, strict=True):
+        if kind in ("spec", "never"):
+            assert r.token_ids == ref and not r.exited_early
+            continue
+        assert r.exited_early, kind
+        cut = r.token_ids.index(end)
+        assert r.token_ids[:cut] == ref[:cut]  # the same text up to the exit, then think-end
+        assert ref[cut] != end  # ...where the target alone kept thinking
+        if kind == "budget":
+            assert r.thinking_tokens == 24 and cut == 24
+        else:
+            assert r.token_ids[cut - 1] == nl2[0] and len(nl2) == 1  # right after a paragraph break
+            assert r.exit["boundary"] == "paragraph" and r.exit["thinking_tokens"] == cut
+            assert r.thinking_tokens < len(ref)
+
+
+def test_exit_decisions_equal_torch_engine(backend, torch_gen, prompts):
+    out = backend.generate([VLLMRequest(ids, "specexit", MAX_NEW, exit_config=EXIT) for ids in prompts])
+    for ids, r in zip(prompts, out, strict=True):
+        t = torch_gen.generate(input_ids=ids, mode="specexit", max_new_tokens=MAX_NEW, exit_config=EXIT)
+        assert r.exited_early == t.exited_early
+        assert r.token_ids == t.token_ids
+        if r.exit:
+            assert abs(r.exit["raw"]["confidence"] - t.exit["raw"]["confidence"]) < 1e-4
