@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("vllm", reason="the vLLM backend tests need vLLM (see docs/vllm.md)")
 
-from specexit.engine import SpecExitGenerator  # noqa: E402
-from specexit.exit_policy import ExitConfig  # noqa: E402
-from specexit.testbed.problems import make_problems  # noqa: E402
-from specexit.vllm_plugin.backend import VLLMBackend, VLLMRequest  # noqa: E402
+from specexit.engine import SpecExitGenerator
+from specexit.exit_policy import ExitConfig
+from specexit.testbed.problems import make_problems
+from specexit.vllm_plugin.backend import VLLMBackend, VLLMRequest
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
 TARGET, DRAFT = ASSETS / "testbed", ASSETS / "testbed-draft"

@@ -94,6 +94,7 @@ def run_batch_vllm(backend, jobs: list[tuple[int, Problem, Method, int]], cfg: B
                 m.exit_config if m.mode == "specexit" or budget_only else None,
             )
         )
+    backend.engine("plain" if jobs[0][2].mode == "vanilla" else "spec")  # start-up is not a batch's time
     t0 = time.perf_counter()
     results = backend.generate(reqs)
     wall = time.perf_counter() - t0

@@ -116,6 +116,8 @@ def vllm_command(a: argparse.Namespace, draft_dir: str | None) -> tuple[list[str
            "--max-num-seqs", str(a.max_num_seqs), "--reasoning-parser", a.reasoning_parser]  # fmt: skip
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the hooks cover the V1 runner, synchronous scheduling
+    cmd.append("--no-async-scheduling")
     if draft_dir:
         spec = {"method": "eagle3", "model": draft_dir, "num_speculative_tokens": a.num_speculative_tokens}
         cmd += ["--speculative-config", json.dumps(spec)]

@@ -113,7 +113,11 @@ class VLLMBackend:
             "max_num_seqs": max_num_seqs,
             "seed": seed,
             "disable_log_stats": False,
+            # the runner hooks cover the V1 model runner with synchronous scheduling (both forced on CPU;
+            # GPU defaults differ, see docs/vllm.md)
+            "async_scheduling": False,
         }
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         if max_model_len is not None:
             self.engine_kw["max_model_len"] = max_model_len
         # vLLM's CPU backend reads its KV-cache size from the environment of the engine process
