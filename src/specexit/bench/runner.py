@@ -196,49 +196,33 @@ def run_bench(
 def environment(gen, cfg: BenchConfig, methods: list[Method], n_problems: int, batch_size: int = 1) -> dict:
     import transformers
 
-    if not isinstance(gen, SpecExitGenerator):  # the vLLM backend
-        import vllm
-
-        return {
-            "backend": "vllm",
-            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-            "versions": {
-                "python": sys.version.split()[0],
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "vllm": vllm.__version__,
-            },
-            "target": gen.target,
-            "draft_signals": gen.signals if gen.draft else None,
-            "num_speculative_tokens": gen.k,
-            "batch_size": batch_size,
-            "problems": n_problems,
-            "methods": [m.label for m in methods],
-            "seeds": list(cfg.seeds),
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "max_new_tokens": cfg.max_new_tokens,
-        }
-    return {
-        "backend": "torch",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-        },
+    env: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "versions": {
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },
-        "target": str(getattr(gen.target.model, "name_or_path", "")),
-        "target_params_m": round(sum(p.numel() for p in gen.target.model.parameters()) / 1e6, 2),
-        "draft_signals": gen.draft.signals if gen.draft is not None else None,
         "problems": n_problems,
         "methods": [m.label for m in methods],
         "seeds": list(cfg.seeds),
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "max_new_tokens": cfg.max_new_tokens,
-        "tree": [cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain],
     }
+    if not isinstance(gen, SpecExitGenerator):  # the vLLM backend
+        import vllm
+
+        env["versions"]["vllm"] = vllm.__version__
+        env.update(backend="vllm", target=gen.target, draft_signals=gen.signals if gen.draft else None,
+                   num_speculative_tokens=gen.k, batch_size=batch_size)  # fmt: skip
+        return env
+    env["machine"]["threads"] = torch.get_num_threads()
+    env.update(
+        backend="torch",
+        target=str(getattr(gen.target.model, "name_or_path", "")),
+        target_params_m=round(sum(p.numel() for p in gen.target.model.parameters()) / 1e6, 2),
+        draft_signals=gen.draft.signals if gen.draft is not None else None,
+        tree=[cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain],
+    )
+    return env
