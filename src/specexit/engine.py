@@ -22,7 +22,7 @@ import torch
 from transformers import AutoTokenizer
 
 from .boundaries import BoundaryDetector
-from .chat import build_prompt, split_reasoning_ids
+from .chat import encode_prompt, split_reasoning_ids, stop_token_ids
 from .draft import Eagle3Draft
 from .errors import ConfigError, TokenizerError
 from .exit_policy import ExitConfig, ExitPolicy
@@ -182,29 +182,14 @@ class SpecExitGenerator:
         return cls(target, tokenizer, draft, **kw)
 
     def _stop_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for src in (
-            getattr(self.tokenizer, "eos_token_id", None),
-            getattr(getattr(self.target.model, "generation_config", None), "eos_token_id", None),
-        ):
-            if isinstance(src, int):
-                ids.add(src)
-            elif isinstance(src, (list, tuple)):
-                ids.update(int(i) for i in src)
-        im_end = self.tokenizer.get_vocab().get("<|im_end|>")
-        if im_end is not None:
-            ids.add(im_end)
-        return ids
+        gen_cfg = getattr(self.target.model, "generation_config", None)
+        return stop_token_ids(self.tokenizer, getattr(gen_cfg, "eos_token_id", None))
 
     # ------------------------------------------------------------------------------------------
     def encode_prompt(
         self, prompt: str, chat: bool = True, enable_thinking: bool = True, system: str | None = None
     ) -> list[int]:
-        text = build_prompt(self.tokenizer, prompt, system=system, enable_thinking=enable_thinking, raw=not chat)
-        ids = self.tokenizer.encode(text, add_special_tokens=not chat)
-        if not ids:
-            raise ConfigError("the prompt is empty after tokenisation")
-        return ids
+        return encode_prompt(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking, system=system)
 
     def generate(self, prompt: str | None = None, **kw) -> GenerationResult:
         stream = self.stream(prompt, **kw)

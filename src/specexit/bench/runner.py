@@ -82,19 +82,11 @@ def run_batch_vllm(backend, jobs: list[tuple[int, Problem, Method, int]], cfg: B
     reqs = []
     for i, p, m, s in jobs:
         ids = backend.encode_prompt(p.question, enable_thinking=m.enable_thinking, system=cfg.system)
-        budget_only = m.mode == "spec" and m.exit_config.thinking_budget is not None
+        # the backend sends the exit config only where it acts: specexit, or a thinking budget
         reqs.append(
-            VLLMRequest(
-                ids,
-                m.mode,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.top_p,
-                _seed(cfg, s, i),
-                m.exit_config if m.mode == "specexit" or budget_only else None,
-            )
+            VLLMRequest(ids, m.mode, cfg.max_new_tokens, cfg.temperature, cfg.top_p, _seed(cfg, s, i), m.exit_config)
         )
-    backend.engine("plain" if jobs[0][2].mode == "vanilla" else "spec")  # start-up is not a batch's time
+    backend.engine(backend.engine_kind(jobs[0][2].mode))  # start-up is not a batch's time
     t0 = time.perf_counter()
     results = backend.generate(reqs)
     wall = time.perf_counter() - t0

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..boundaries import BoundaryDetector
-from ..chat import build_prompt, split_reasoning_ids
+from ..chat import encode_prompt, split_reasoning_ids, stop_token_ids
 from ..engine import MODES, GenerationResult
 from ..errors import ConfigError, SpecExitError
 from ..exit_policy import ExitConfig, ExitPolicy
@@ -130,7 +130,13 @@ class VLLMBackend:
         vocab = self.tokenizer.get_vocab()
         self.think_start, self.think_end = think_start, think_end
         self.think_start_id, self.think_end_id = vocab.get(think_start), vocab.get(think_end)
+        gen_cfg = Path(self.target) / "generation_config.json"
+        gen_eos = json.loads(gen_cfg.read_text()).get("eos_token_id") if gen_cfg.is_file() else None
+        # the PyTorch engine's stop ids, so both backends stop at the same token
+        self.stop_ids = stop_token_ids(self.tokenizer, gen_eos)
         self._engines: dict[str, object] = {}
+        self._telemetry_seen = 0  # bytes of the telemetry file already read
+        self._telemetry_by_tag: dict[str, dict] = {}
         self.startup_s: dict[str, float] = {}
 
     # -- engines ------------------------------------------------------------------------------------
@@ -153,28 +159,13 @@ class VLLMBackend:
         self.startup_s[kind] = round(time.perf_counter() - t0, 2)
         return self._engines[kind]
 
-    def stop_ids(self) -> set[int]:
-        """End-of-sequence ids as the PyTorch engine uses them (tokenizer / generation config eos, and
-        ``<|im_end|>``), so both backends stop at the same token."""
-        ids: set[int] = set()
-        eos = self.tokenizer.eos_token_id
-        if isinstance(eos, int):
-            ids.add(eos)
-        gen_cfg = Path(self.target) / "generation_config.json"
-        if gen_cfg.is_file():
-            e = json.loads(gen_cfg.read_text()).get("eos_token_id")
-            ids.update([e] if isinstance(e, int) else list(e or []))
-        im_end = self.tokenizer.get_vocab().get("<|im_end|>")
-        if im_end is not None:
-            ids.add(im_end)
-        return ids
-
     def encode_prompt(self, prompt: str, chat: bool = True, enable_thinking: bool = True, system: str | None = None):
-        text = build_prompt(self.tokenizer, prompt, system=system, enable_thinking=enable_thinking, raw=not chat)
-        ids = self.tokenizer.encode(text, add_special_tokens=not chat)
-        if not ids:
-            raise ConfigError("the prompt is empty after tokenisation")
-        return ids
+        return encode_prompt(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking, system=system)
+
+    @staticmethod
+    def engine_kind(mode: str) -> str:
+        """The engine a mode runs on: ``"plain"`` for vanilla, ``"spec"`` for the others."""
+        return "plain" if mode == "vanilla" else "spec"
 
     # -- generation ---------------------------------------------------------------------------------
     def _params(self, r: VLLMRequest, tag: str):
@@ -200,20 +191,26 @@ class VLLMBackend:
             top_p=r.top_p,
             seed=r.seed if r.temperature > 0 else None,
             max_tokens=r.max_new_tokens,
-            stop_token_ids=sorted(self.stop_ids()),
+            stop_token_ids=sorted(self.stop_ids),
             extra_args=extra,
         )
 
     def _telemetry(self) -> dict[str, dict]:
-        """Latest telemetry event per tag (the ``finished`` event follows an ``exit`` one)."""
-        out: dict[str, dict] = {}
+        """Telemetry events per tag, merged (the ``finished`` event follows an ``exit`` one).  Reads only
+        what the worker appended since the last call (whole lines)."""
         if self.telemetry.is_file():
-            for line in self.telemetry.read_text().splitlines():
+            with self.telemetry.open("rb") as f:
+                f.seek(self._telemetry_seen)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self._telemetry_seen += len(complete)
+            for line in complete.decode().splitlines():
                 if line.strip():
                     rec = json.loads(line)
                     if rec.get("tag") is not None:
-                        out.setdefault(rec["tag"], {}).update({k: v for k, v in rec.items() if v is not None})
-        return out
+                        merged = self._telemetry_by_tag.setdefault(rec["tag"], {})
+                        merged.update({k: v for k, v in rec.items() if v is not None})
+        return self._telemetry_by_tag
 
     def generate(self, requests: list[VLLMRequest], use_tqdm: bool = False) -> list[GenerationResult]:
         """Run a batch (all in one ``LLM.generate`` call, so vLLM batches them); results in order.
@@ -221,7 +218,7 @@ class VLLMBackend:
         token, from vLLM's request metrics), not the batch's."""
         if not requests:
             return []
-        kinds = {"plain" if r.mode == "vanilla" else "spec" for r in requests}
+        kinds = {self.engine_kind(r.mode) for r in requests}
         if len(kinds) > 1:
             raise ConfigError("one batch must not mix mode 'vanilla' with speculative modes (two engines)")
         llm = self.engine(kinds.pop())
@@ -231,15 +228,13 @@ class VLLMBackend:
         outs = llm.generate([{"prompt_token_ids": r.input_ids} for r in requests], params, use_tqdm=use_tqdm)
         batch_wall = time.perf_counter() - t0
         tele = self._telemetry()
-        return [self._result(r, o, tele.get(t), batch_wall) for r, o, t in zip(requests, outs, tags, strict=True)]
+        return [self._result(r, o, tele.pop(t, None), batch_wall) for r, o, t in zip(requests, outs, tags, strict=True)]
 
     def _result(self, r: VLLMRequest, out, tele: dict | None, batch_wall: float) -> GenerationResult:
         c = out.outputs[0]
         generated = list(c.token_ids)
-        stops = self.stop_ids()
-        body = generated[:-1] if generated and generated[-1] in stops else generated
-        opened = self._opened(r.input_ids)
-        policy = self._count_policy(r.input_ids, generated)
+        body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
+        policy, opened = self._count_policy(r.input_ids, generated)
         reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
         sdm = c.spec_decode_metrics.to_dict() if getattr(c, "spec_decode_metrics", None) is not None else None
         accept = [a + 1 for a in sdm.get("per_step_accepted", [])] if sdm else []
@@ -266,13 +261,9 @@ class VLLMBackend:
             signal_history=history,
         )
 
-    def _opened(self, prompt: list[int]) -> bool:
-        p = self._count_policy(prompt, [])
-        return p.in_thinking
-
-    def _count_policy(self, prompt: list[int], generated: list[int]) -> ExitPolicy:
-        """A disabled exit policy replayed over the output: thinking tokens counted exactly as the
-        PyTorch engine counts them."""
+    def _count_policy(self, prompt: list[int], generated: list[int]) -> tuple[ExitPolicy, bool]:
+        """A disabled exit policy replayed over the output (thinking tokens counted exactly as the
+        PyTorch engine counts them), and whether the prompt itself opened the thinking span."""
         tok = self.tokenizer
         cfg = ExitConfig(think_start=self.think_start, think_end=self.think_end, thresholds={})
         policy = ExitPolicy(
@@ -283,9 +274,10 @@ class VLLMBackend:
             enabled=False,
         )
         policy.start(prompt, tok.decode(prompt[-8:], skip_special_tokens=False))
+        opened = policy.in_thinking
         if generated:
             policy.step(generated, None)
-        return policy
+        return policy, opened
 
     def close(self) -> None:
         """Shut the engine processes down (vLLM also does it at interpreter exit)."""
