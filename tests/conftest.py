@@ -68,3 +68,31 @@ def tiny_pipeline(thinking_tiny_dir, tmp_path_factory):
     stage_vocab(gen, out, 400)
     assert stats["labelled"] >= 4, stats
     return out
+
+
+PARAGRAPH_PROMPT = "What is 12 + 7?"
+
+
+@pytest.fixture(scope="module")
+def paragraph_gen(tmp_path_factory):
+    """Tiny Qwen3 whose head writes "\\n\\n" where it would have written its favourite token, so the
+    greedy output has paragraph breaks (a random model never writes a blank line by itself)."""
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from specexit.draft import init_draft
+    from specexit.engine import SpecExitGenerator
+    from specexit.target import TargetModel
+    from specexit.tiny import make_tiny
+
+    path = make_tiny("qwen3", tmp_path_factory.mktemp("qwen3-para"))
+    target, tok = TargetModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    gen = SpecExitGenerator(target, tok, init_draft(target))
+    out = gen.generate(PARAGRAPH_PROMPT, mode="vanilla", max_new_tokens=300).token_ids
+    favourite = Counter(out).most_common(1)[0][0]
+    para = tok.get_vocab()["ĊĊ"]  # byte-level BPE spelling of "\\n\\n"
+    with torch.no_grad():
+        head = target.model.get_output_embeddings().weight
+        head[para] = head[favourite] * 1.02
+    return gen, para

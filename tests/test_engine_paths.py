@@ -4,7 +4,6 @@ round, long generations (KV cache drift), and the bad-input errors around target
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import pytest
 import torch
@@ -61,22 +60,7 @@ def test_deep_acceptance_greedy_equals_vanilla(arch):
         assert max(out.accept_lengths) == 7  # depth 6 fully accepted + bonus
 
 
-# --- a target that writes paragraphs --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def paragraph_gen(tmp_path_factory):
-    """Tiny Qwen3 whose head writes "\\n\\n" where it would have written its favourite token, so the
-    greedy output has paragraph breaks (a random model never writes a blank line by itself)."""
-    path = make_tiny("qwen3", tmp_path_factory.mktemp("qwen3-para"))
-    target, tok = TargetModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    gen = SpecExitGenerator(target, tok, init_draft(target))
-    favourite = Counter(gen.generate(PROMPTS[0], mode="vanilla", max_new_tokens=300).token_ids).most_common(1)[0][0]
-    para = tok.get_vocab()["ĊĊ"]  # byte-level BPE spelling of "\n\n"
-    with torch.no_grad():
-        head = target.model.get_output_embeddings().weight
-        head[para] = head[favourite] * 1.02
-    return gen, para
-
-
+# --- a target that writes paragraphs (fixture ``paragraph_gen`` in conftest) ------------------------
 @pytest.mark.parametrize("readout", ["round", "boundary"])
 @pytest.mark.parametrize("oracle", [False, True], ids=["draft", "oracle"])
 def test_forced_exit_right_after_the_boundary(paragraph_gen, oracle, readout):

@@ -113,7 +113,7 @@ def test_batched_probes_equal_one_greedy_decode_per_probe(gen):
     tok_ids = gen.encode_prompt("What is 12 + 7?")
     prefix = tok_ids + gen.generate(input_ids=tok_ids, mode="vanilla", max_new_tokens=40).token_ids
     cuts = [len(tok_ids) + c for c in (3, 11, 12, 30)]
-    batched = probe_answers(gen.target, prefix, cuts, gen.think_end_id, gen.stop_ids, max_tokens=10)
+    batched = probe_answers(gen.target, prefix, cuts, [gen.think_end_id], gen.stop_ids, max_tokens=10)
     for cut, got in zip(cuts, batched, strict=True):
         ref = gen.generate(input_ids=[*prefix[:cut], gen.think_end_id], mode="vanilla", max_new_tokens=10).token_ids
         assert got == ref
@@ -135,6 +135,11 @@ def test_confidence_from_scripted_probes(gen, monkeypatch):
     assert lab["probe_answers"] == ["41", "42", "7"] and lab["probe_correct"] == [False, True, False]
     _, _, conf, _ = position_labels(7, lab["cuts"], lab["probe_correct"])
     assert conf == [0, 0, 0, 0, 1, 1, 0]
+    # reference "trace": a probe is right when it gives the trace's own final answer, even with gold known
+    lab = label_trace(gen, trace, LabelConfig(reference="trace"))
+    assert lab["probe_correct"] == [False, False, True] and lab["reference_kind"] == "trace"
+    with pytest.raises(ConfigError, match="label reference"):
+        LabelConfig(reference="oracle").validate()
     lab = label_trace(gen, {**trace, "gold": None}, LabelConfig())  # no gold: compare with the trace's answer
     assert lab["reference_kind"] == "trace" and lab["probe_correct"] == [False, False, True]
 

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from .answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
 from .errors import SpecExitError
 from .exit_policy import DEFAULT_THRESHOLDS, SIGNAL_NAMES
 
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--think-start", default="<think>")
     g.add_argument("--think-end", default="</think>")
+    add_answer_trigger_args(g)
     g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     g.add_argument("--no-thinking", action="store_true", help="enable_thinking=False in the chat template")
     g.add_argument("--system", default=None)
@@ -151,8 +153,8 @@ def _generate_vllm(a, mode: str, exit_cfg) -> int:
 
     if a.stream:
         raise SpecExitError("--stream is not supported with --backend vllm (use --json or plain output)")
-    if a.top_k or a.chain or a.draft_dtype:
-        raise SpecExitError("--top-k, --chain and --draft-dtype are torch-backend options")
+    if a.top_k or a.chain or a.draft_dtype or a.answer_trigger is not None:
+        raise SpecExitError("--top-k, --chain, --draft-dtype and --answer-trigger are torch-backend options")
     backend = VLLMBackend(
         a.target, a.draft, num_speculative_tokens=a.num_speculative_tokens, dtype=a.dtype,
         max_model_len=a.max_model_len, think_start=a.think_start, think_end=a.think_end,
@@ -205,8 +207,9 @@ def _cmd_generate(a) -> int:
     if a.backend == "vllm":
         return _generate_vllm(a, mode, exit_cfg)
     gen = SpecExitGenerator.from_pretrained(
-        a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start, think_end=a.think_end
-    )
+        a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start,
+        think_end=a.think_end, **answer_trigger_kwargs(a),
+    )  # fmt: skip
     sampling = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed)
     stream = gen.stream(
         a.prompt,

@@ -6,7 +6,8 @@ One round of speculative decoding (batch size 1):
   3. greedy / rejection sampling picks the accepted path and a bonus token,
   4. the KV cache keeps the accepted path only; the exit signals are read from the draft's fusion
      layer over the newly verified positions and handed to the exit policy with the round's tokens,
-  5. on exit the round is cut after the boundary and the think-end token is forced next,
+  5. on exit the round is cut after the boundary and the think-end token is forced next (for a model
+     without think tokens: the answer trigger, several tokens; see ``answer_trigger``),
   6. the draft consumes (target feature, next token) pairs of the kept positions.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from .answer_trigger import DEFAULT_ANSWER_MARKERS, last_paragraph
 from .boundaries import BoundaryDetector
 from .chat import encode_prompt, split_reasoning_ids, stop_token_ids
 from .draft import Eagle3Draft
@@ -149,7 +151,12 @@ class SpecExitGenerator:
         think_start: str = "<think>",
         think_end: str = "</think>",
         proposer_factory=None,
+        answer_trigger: str | None = None,
+        answer_markers: tuple[str, ...] = DEFAULT_ANSWER_MARKERS,
     ) -> None:
+        """``answer_trigger``: for chat models without think tokens, the text forced to end the
+        (implicit) reasoning span; ``answer_markers`` find where the model starts its answer by itself.
+        Without it, the span is delimited by the ``think_start`` / ``think_end`` tokens."""
         self.target, self.tokenizer, self.draft = target, tokenizer, draft
         # builds the proposer for one generation: (draft, tree config, sampling) -> DraftProposer-like
         self.proposer_factory = proposer_factory or DraftProposer
@@ -157,9 +164,25 @@ class SpecExitGenerator:
             draft.check_target(target)
         self.think_start, self.think_end = think_start, think_end
         vocab = tokenizer.get_vocab()
-        self.think_start_id = vocab.get(think_start)
-        self.think_end_id = vocab.get(think_end)
+        self.answer_trigger, self.answer_markers = answer_trigger, tuple(answer_markers)
+        if answer_trigger is not None:
+            if not answer_trigger.strip():
+                raise ConfigError("the answer trigger is empty; give the text that makes the model answer")
+            if not self.answer_markers:
+                raise ConfigError("an answer trigger needs at least one answer marker (e.g. \\boxed)")
+            self.think_start_id = self.think_end_id = None
+            # what an exit forces: the trigger's tokens (a thinking model: its one think-end token)
+            self.exit_ids: list[int] = tokenizer.encode(answer_trigger, add_special_tokens=False)
+        else:
+            self.think_start_id = vocab.get(think_start)
+            self.think_end_id = vocab.get(think_end)
+            self.exit_ids = [self.think_end_id] if self.think_end_id is not None else []
         self.stop_ids = self._stop_ids()
+
+    @property
+    def implicit(self) -> bool:
+        """True for a model without think tokens: the reasoning span is implicit (see answer_trigger)."""
+        return self.answer_trigger is not None
 
     @classmethod
     def from_pretrained(
@@ -189,7 +212,9 @@ class SpecExitGenerator:
     def encode_prompt(
         self, prompt: str, chat: bool = True, enable_thinking: bool = True, system: str | None = None
     ) -> list[int]:
-        return encode_prompt(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking, system=system)
+        ids = encode_prompt(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking, system=system)
+        # a model without think tokens skips its reasoning when the prompt already asks for the answer
+        return ids + self.exit_ids if self.implicit and not enable_thinking else ids
 
     def generate(self, prompt: str | None = None, **kw) -> GenerationResult:
         stream = self.stream(prompt, **kw)
@@ -221,14 +246,15 @@ class SpecExitGenerator:
         if mode != "vanilla" and self.draft is None:
             raise ConfigError(f"mode {mode!r} needs a draft model (--draft DIR); use mode 'vanilla' without one")
         exit_config = exit_config or ExitConfig(think_start=self.think_start, think_end=self.think_end)
-        if probe is not None and (mode != "spec" or self.think_end_id is None):
-            raise ConfigError("the probing exit runs on mode 'spec' and needs the think-end token")
+        if probe is not None and (mode != "spec" or not self.exit_ids):
+            raise ConfigError("the probing exit runs on mode 'spec' and needs the think-end token (or a trigger)")
         if mode == "vanilla" and exit_config.thinking_budget is not None:
             raise ConfigError("a thinking budget is applied by the speculative loop: use mode 'spec' or 'specexit'")
-        if (mode == "specexit" or exit_config.thinking_budget is not None) and self.think_end_id is None:
+        if (mode == "specexit" or exit_config.thinking_budget is not None) and not self.exit_ids:
             raise TokenizerError(
                 f"the tokenizer has no {self.think_end!r} token, so SpecExit cannot end the thinking span; "
-                "pass the model's think-end marker (--think-end) or use mode 'spec'"
+                "pass the model's think-end marker (--think-end), or, for a model that does not think in "
+                "tags, an answer trigger (--answer-trigger), or use mode 'spec'"
             )
         if input_ids is None:
             if prompt is None:
@@ -246,10 +272,15 @@ class SpecExitGenerator:
             self.think_end_id if self.think_end_id is not None else -1,
             available_signals=self.draft.signals if self.draft is not None else [],
             enabled=mode == "specexit",
-            judge=ProbeJudge(self.target, self.tokenizer, probe, self.think_end_id, self.stop_ids) if probe else None,
+            judge=ProbeJudge(self.target, self.tokenizer, probe, self.exit_ids, self.stop_ids, self.implicit)
+            if probe
+            else None,
+            answer_markers=self.answer_markers if self.implicit else None,
         )
         tail = self.tokenizer.decode(input_ids[-8:], skip_special_tokens=False)
-        policy.start(input_ids, tail)
+        n = len(self.exit_ids)
+        asks_answer = self.implicit and list(input_ids[-n:]) == self.exit_ids
+        policy.start(input_ids, tail, opened=not asks_answer if self.implicit else None)
         out = GenerationStream(iter(()))
         out._chunks = self._chunks(
             out, list(input_ids), mode, max_new_tokens, sampling, tree or TreeConfig(), policy, profile
@@ -310,13 +341,20 @@ class SpecExitGenerator:
 
     def _result(self, mode, prompt_ids, generated, accept_lengths, policy, opened, finish, t0) -> GenerationResult:
         body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
-        reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
+        if self.implicit:
+            reasoning_ids, answer_ids = body[: policy.thinking_tokens], body[policy.thinking_tokens :]
+        else:
+            reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
+        answer = self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+        if self.implicit and not answer and policy.in_thinking and finish == "stop":
+            # the model ended without any answer marker: its last paragraph is its answer
+            answer = last_paragraph(self.tokenizer.decode(reasoning_ids, skip_special_tokens=True))
         record = policy.record
         return GenerationResult(
             mode=mode,
             text=self.tokenizer.decode(body, skip_special_tokens=False),
             reasoning=self.tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
-            answer=self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+            answer=answer,
             token_ids=list(generated),
             prompt_tokens=len(prompt_ids),
             new_tokens=len(generated),
@@ -385,7 +423,7 @@ class SpecExitGenerator:
                 emitted = [tree.tokens[i] for i in acc] + [verdict.bonus]
                 known = torch.cat([hidden[:p], hidden[[p + i for i in acc]]]) if acc else hidden[:p]
                 fused, sig = draft.fuse(known)
-                forced = False
+                forced, kept = False, len(emitted)
                 if exits:
                     signals = {n: float(v.mean()) for n, v in sig.items()} if sig and policy.enabled else None
                     per_token = None
@@ -398,15 +436,15 @@ class SpecExitGenerator:
                         policy.judge.round(cache, past + p, len(acc), verdict.bonus)
                     # the policy must not see tokens the caller will drop (stop token / length cap)
                     visible = _truncate(emitted, self.stop_ids, max_new - produced)
-                    # an exit needs room for the forced think-end token within max_new_tokens
+                    # an exit needs room for the forced think-end token(s) within max_new_tokens
                     decision = policy.step(
                         visible,
                         signals,
-                        max_keep=max_new - produced - 1,
+                        max_keep=max_new - produced - len(self.exit_ids),
                         token_signals=per_token[: len(visible) + 1] if per_token is not None else None,
                     )
                     if decision.exit:
-                        emitted, forced = [*visible[: decision.keep], self.think_end_id], True
+                        emitted, forced, kept = [*visible[: decision.keep], *self.exit_ids], True, decision.keep
             produced += len(emitted)
             if profile is not None:
                 profile.rounds += 1
@@ -417,7 +455,9 @@ class SpecExitGenerator:
             with timed("draft_commit"):
                 # bring the target cache and the draft up to the kept sequence
                 seq = pending + emitted
-                n_known = min(p + len(acc), len(seq) - 1)
+                # target states exist for the pending and accepted tokens; after an exit only for the kept
+                # ones (the forced tokens are verified next round)
+                n_known = min(p + len(acc), len(seq) - 1, p + kept)
                 if forced:
                     crop_cache(cache, past + n_known)
                 proposer.commit(fused[:n_known], seq[1 : n_known + 1])

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from .answer_trigger import MarkerScanner
 from .boundaries import BoundaryDetector
 from .errors import ConfigError
 
@@ -163,10 +164,13 @@ class ExitPolicy:
         available_signals: Sequence[str] | None = None,
         enabled: bool = True,
         judge: Callable[[int], tuple[bool, float]] | None = None,
+        answer_markers: Sequence[str] | None = None,
     ) -> None:
         """``judge`` (optional) replaces the signal rule: called at each eligible boundary with the
         number of this round's tokens an exit there would keep, it answers (exit?, score).  The engine
-        uses it for the DEER-style probing baseline; the policy itself stays torch-free."""
+        uses it for the DEER-style probing baseline; the policy itself stays torch-free.
+        ``answer_markers`` (models without think tokens, see ``answer_trigger``): the span is implicit,
+        open from the start of generation until the text shows one of these markers."""
         config.validate(available_signals, enabled=enabled)
         self.config, self.detector, self.enabled, self.judge = config, detector, enabled, judge
         self.judge_calls = 0
@@ -181,10 +185,15 @@ class ExitPolicy:
         self._carry: tuple[str, str] | None = None  # boundary read-out: a boundary awaiting its state
         # (thinking position, raw, smoothed) per round, for signal-trace plots
         self.history: list[tuple[int, dict[str, float], dict[str, float]]] = []
+        self.markers = MarkerScanner(answer_markers) if answer_markers is not None else None
 
-    def start(self, prompt_ids: Sequence[int], prompt_text_tail: str = "") -> None:
-        """Inspect the prompt: a template may open the thinking span itself (e.g. ends with <think>)."""
+    def start(self, prompt_ids: Sequence[int], prompt_text_tail: str = "", opened: bool | None = None) -> None:
+        """Inspect the prompt: a template may open the thinking span itself (e.g. ends with <think>).
+        ``opened`` overrides that (an implicit span is open unless the prompt already asks for the answer)."""
         self.detector.reset(prompt_text_tail)
+        if opened is not None:
+            self.in_thinking = opened
+            return
         last_start = max((i for i, t in enumerate(prompt_ids) if t == self.think_start_id), default=-1)
         last_end = max((i for i, t in enumerate(prompt_ids) if t == self.think_end_id), default=-1)
         self.in_thinking = last_start > last_end
@@ -253,6 +262,12 @@ class ExitPolicy:
             if not self.in_thinking:
                 continue
             self.thinking_tokens += 1
+            if self.markers is not None:
+                back = self.markers.push(self.detector.text(tid))
+                if back is not None:  # the model began its answer by itself: the span ends before it
+                    self.thinking_tokens -= back
+                    self.finished, self.in_thinking = True, False
+                    continue
             budget = self.config.thinking_budget
             if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
                 now = self.smoothed() if at_boundaries else smooth

@@ -72,9 +72,20 @@ class ProbeJudge:
     """The ``judge`` of an ExitPolicy for the probing baseline.  The engine tells it, each round, where
     this round's tokens sit in the KV cache; the policy asks it about one boundary at a time."""
 
-    def __init__(self, target: TargetModel, tokenizer, cfg: ProbeConfig, think_end_id: int, stop_ids: set[int]):
+    def __init__(
+        self,
+        target: TargetModel,
+        tokenizer,
+        cfg: ProbeConfig,
+        exit_ids: Sequence[int],
+        stop_ids: set[int],
+        trigger: bool = False,
+    ):
+        """``exit_ids``: what ends the thinking span (the think-end token, or an answer trigger, which
+        already asks for the answer: ``trigger=True`` adds no answer prefix)."""
         self.target, self.tok, self.cfg = target, tokenizer, cfg
-        self.prefix_ids = [think_end_id, *tokenizer.encode(cfg.answer_prefix, add_special_tokens=False)]
+        prefix = [] if trigger else tokenizer.encode(cfg.answer_prefix, add_special_tokens=False)
+        self.prefix_ids = [*exit_ids, *prefix]
         self.stop_ids = stop_ids
         self.cache = None
         self.base = self.accepted = self.bonus = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
+
 DEFAULT_METHODS = "vanilla,spec,specexit,budget:256,probe,nothink"
 
 
@@ -25,6 +27,7 @@ def register(sub) -> None:
     b.add_argument("--draft-dtype", default=None)
     b.add_argument("--think-start", default="<think>")
     b.add_argument("--think-end", default="</think>")
+    add_answer_trigger_args(b)
     b.add_argument("--system", default=None)
     b.add_argument("--out", required=True, help="results folder (a rerun resumes)")
     b.add_argument(
@@ -75,6 +78,8 @@ def run(a) -> int:
         raise ConfigError("--batch-size must be >= 1, and > 1 only with --backend vllm")
     if a.backend == "vllm" and any(m.probe is not None for m in methods):
         raise ConfigError("the probe baseline runs only on the torch backend (it needs trial answers mid-step)")
+    if a.backend == "vllm" and a.answer_trigger is not None:
+        raise ConfigError("--answer-trigger runs only on the torch backend (the vLLM plugin forces one token)")
     problems = load_dataset(a.dataset, a.limit)
     if a.backend == "vllm":
         from ..vllm_plugin.backend import VLLMBackend
@@ -87,7 +92,7 @@ def run(a) -> int:
     else:
         gen = SpecExitGenerator.from_pretrained(
             a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start,
-            think_end=a.think_end,
+            think_end=a.think_end, **answer_trigger_kwargs(a),
         )  # fmt: skip
     cfg = BenchConfig(
         seeds=seeds,

@@ -217,4 +217,6 @@ def environment(gen, cfg: BenchConfig, methods: list[Method], n_problems: int, b
         draft_signals=gen.draft.signals if gen.draft is not None else None,
         tree=[cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain],
     )
+    if gen.implicit:  # a model without think tokens: how its reasoning span is delimited
+        env.update(answer_trigger=gen.answer_trigger, answer_markers=list(gen.answer_markers))
     return env

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
 from ..exit_policy import SIGNAL_NAMES
 
 
@@ -14,6 +15,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="pipeline folder (every stage reads and writes here)")
     p.add_argument("--think-start", default="<think>")
     p.add_argument("--think-end", default="</think>")
+    add_answer_trigger_args(p)
     p.add_argument("--dtype", default="float32", help="target precision")
     p.add_argument("--no-progress", action="store_true")
 
@@ -34,6 +36,8 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 def _label_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-tokens", type=int, default=24, help="cap on each confidence probe's answer")
     p.add_argument("--connectors", default="", help="connector words that also mark boundaries, e.g. Wait,So")
+    p.add_argument("--label-reference", choices=["gold", "trace"], default="gold",
+                   help="a probe is right if it equals the gold answer (where known) or the trace's own")  # fmt: skip
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -100,7 +104,9 @@ def _configs(a):
         )
     if hasattr(a, "probe_tokens"):
         label = LabelConfig(
-            probe_tokens=a.probe_tokens, connectors=tuple(c.strip() for c in a.connectors.split(",") if c.strip())
+            probe_tokens=a.probe_tokens,
+            connectors=tuple(c.strip() for c in a.connectors.split(",") if c.strip()),
+            reference=a.label_reference,
         )
     if hasattr(a, "max_steps"):
         train = TrainConfig(
@@ -126,7 +132,7 @@ def run(a) -> int:
     from . import pipeline
 
     gen = SpecExitGenerator.from_pretrained(
-        a.target, None, dtype=a.dtype, think_start=a.think_start, think_end=a.think_end
+        a.target, None, dtype=a.dtype, think_start=a.think_start, think_end=a.think_end, **answer_trigger_kwargs(a)
     )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

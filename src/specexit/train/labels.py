@@ -35,6 +35,7 @@ from . import shards
 from .traces import load_traces, trace_key
 
 FILL_MODES = ("hold", "boundary")
+REFERENCES = ("gold", "trace")
 
 
 @dataclass
@@ -43,10 +44,16 @@ class LabelConfig:
     connectors: tuple[str, ...] = ()
     paragraph_boundaries: bool = True
     fill: str = "hold"
+    # what a probe's answer must equal: "gold" (the prompt's answer where known, else the trace's own) or
+    # "trace" (the full trace's own final answer: "the answer is already settled here", the label for a
+    # model too weak for its training prompts to be right often enough to learn from)
+    reference: str = "gold"
 
     def validate(self) -> None:
         if self.fill not in FILL_MODES:
             raise ConfigError(f"confidence fill must be one of {FILL_MODES}, got {self.fill!r}")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"label reference must be one of {REFERENCES}, got {self.reference!r}")
         if self.probe_tokens <= 0:
             raise ConfigError(f"probe_tokens must be positive, got {self.probe_tokens}")
 
@@ -86,27 +93,31 @@ def probe_answers(
     target: TargetModel,
     prefix_ids: Sequence[int],
     cut_lengths: Sequence[int],
-    think_end_id: int,
+    exit_ids: Sequence[int],
     stop_ids: set[int],
     max_tokens: int,
 ) -> list[list[int]]:
-    """Greedy answers after forcing the think-end token at each cut: probe k continues
-    ``prefix_ids[:cut_lengths[k]] + [think_end_id]``.  All probes decode in one batch over the shared
-    KV cache of ``prefix_ids`` (which must cover the longest cut)."""
+    """Greedy answers after forcing the exit tokens at each cut: probe k continues
+    ``prefix_ids[:cut_lengths[k]] + exit_ids`` (the think-end token, or an answer trigger of several
+    tokens, fed one per step).  All probes decode in one batch over the shared KV cache of
+    ``prefix_ids`` (which must cover the longest cut)."""
     n = len(cut_lengths)
     if n == 0:
         return []
+    if not exit_ids:
+        raise ValueError("no exit tokens to force")
     if max(cut_lengths) > len(prefix_ids):
         raise ValueError("a cut lies beyond the prefix")
     cache = target.new_cache()
     target.forward(torch.tensor([list(prefix_ids)]), cache, last_only=True)
     base = len(prefix_ids)
-    tokens = [think_end_id] * n
+    tokens = [exit_ids[0]] * n
     answers: list[list[int]] = [[] for _ in range(n)]
     finished = [False] * n
     neg = torch.finfo(target.dtype).min
     cuts = torch.tensor(cut_lengths)
-    for step in range(max_tokens):
+    forced = len(exit_ids) - 1  # steps that feed the rest of the exit tokens instead of an answer
+    for step in range(max_tokens + forced):
         past = cache.get_seq_length()
         allowed = torch.zeros(n, past + n, dtype=torch.bool)
         allowed[:, :base] = torch.arange(base)[None, :] < cuts[:, None]  # own prefix of the trace
@@ -116,6 +127,9 @@ def probe_answers(
         mask = torch.zeros(n, past + n, dtype=target.dtype).masked_fill_(~allowed, neg)[None, None]
         pos = (cuts + step)[None]
         logits, _ = target.forward(torch.tensor([tokens]), cache, pos, mask)
+        if step < forced:
+            tokens = [exit_ids[step + 1]] * n
+            continue
         tokens = logits.argmax(-1).tolist()
         for i, t in enumerate(tokens):
             if not finished[i]:
@@ -135,10 +149,12 @@ def label_trace(gen: SpecExitGenerator, trace: dict, cfg: LabelConfig) -> dict:
     cuts = boundary_cuts(detector, output_ids[s:e], context)
     prefix = list(prompt_ids) + list(output_ids[:e])
     cut_lengths = [len(prompt_ids) + s + c for c in cuts]
-    answers = probe_answers(gen.target, prefix, cut_lengths, gen.think_end_id, gen.stop_ids, cfg.probe_tokens)
-    gold = trace.get("gold")
+    answers = probe_answers(gen.target, prefix, cut_lengths, gen.exit_ids, gen.stop_ids, cfg.probe_tokens)
+    gold = trace.get("gold") if cfg.reference == "gold" else None
     reference, kind = (gold, "gold") if gold is not None else (trace.get("final_answer"), "trace")
-    texts = [tok.decode(a, skip_special_tokens=True) for a in answers]
+    # a trigger that opens the answer (e.g. "... \\boxed{") belongs to the text the answer is read from
+    lead = tok.decode(gen.exit_ids, skip_special_tokens=True) if gen.implicit else ""
+    texts = [lead + tok.decode(a, skip_special_tokens=True) for a in answers]
     preds = [extract_answer(t) for t in texts]
     correct = [reference is not None and answers_equal(p, reference) for p in preds]
     return {
@@ -161,8 +177,11 @@ def make_labels(
     span.  If no trace has a span the setup is wrong (a non-reasoning model, the wrong marker): that
     is an error naming the file and the first such line."""
     cfg.validate()
-    if gen.think_end_id is None:
-        raise ConfigError(f"the tokenizer has no {gen.think_end!r} token; pass the model's marker (--think-end)")
+    if not gen.exit_ids:
+        raise ConfigError(
+            f"the tokenizer has no {gen.think_end!r} token; pass the model's marker (--think-end), or an "
+            "answer trigger (--answer-trigger) for a model that does not think in tags"
+        )
     traces = load_traces(traces_path)
     out_path = Path(out_path)
     rank, world = shards.launch_context()

@@ -41,7 +41,7 @@ def stage_labels(gen: SpecExitGenerator, out: Path, cfg: LabelConfig, progress=T
 def stage_vocab(gen: SpecExitGenerator, out: Path, size: int) -> list[int]:
     traces = [tr for _, tr in load_traces(out / "traces.jsonl")]
     counts = count_tokens(traces)
-    always = [*sorted(gen.stop_ids), gen.think_end_id, gen.think_start_id]
+    always = [*sorted(gen.stop_ids), *gen.exit_ids, gen.think_start_id]
     used = choose_vocab(counts, size, gen.target.vocab_size, always)
     save_vocab(out / "vocab.json", used, counts)
     return used

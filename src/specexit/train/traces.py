@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..answer_trigger import reasoning_length
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
 from ..prompts import DataError, Prompt, iter_jsonl
@@ -71,8 +72,13 @@ def trace_key(obj: dict) -> tuple[int, int]:
 def _record(gen: SpecExitGenerator, prompt: Prompt, sample: int, seed: int, prompt_ids, output_ids, finish) -> dict:
     tok = gen.tokenizer
     body = output_ids[:-1] if output_ids and output_ids[-1] in gen.stop_ids else output_ids
-    span = thinking_span(prompt_ids, body, gen.think_start_id, gen.think_end_id)
-    answer_ids = body[span[1] + 1 :] if span else body
+    if gen.implicit:  # no think tokens: the span runs up to where the text shows the answer begins
+        end = reasoning_length([tok.decode([t]) for t in body], gen.answer_markers)
+        span = (0, end) if end else None
+        answer_ids = body[end:] if end else body
+    else:
+        span = thinking_span(prompt_ids, body, gen.think_start_id, gen.think_end_id)
+        answer_ids = body[span[1] + 1 :] if span else body
     answer_text = tok.decode(answer_ids, skip_special_tokens=True)
     return {
         "prompt_id": prompt.id,
@@ -174,10 +180,11 @@ def generate_traces(
 ) -> Path:
     """Write traces for every (prompt, sample) not yet in ``out_path``; returns the path."""
     cfg.validate()
-    if gen.think_end_id is None:
+    if not gen.exit_ids:
         raise ConfigError(
             f"the tokenizer has no {gen.think_end!r} token: traces would have no thinking span to learn "
-            "exit signals from; pass the model's think-end marker (--think-end)"
+            "exit signals from; pass the model's think-end marker (--think-end), or an answer trigger "
+            "(--answer-trigger) for a model that does not think in tags"
         )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
