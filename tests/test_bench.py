@@ -156,3 +156,26 @@ def test_shards_split_the_work_and_merge_into_one_report(tiny, tmp_path, capsys)
     assert summary["vanilla"]["runs"] == summary["spec"]["runs"] == 4
     assert cli_main([*argv, "--shard", "2/2"]) == 2
     assert "--shard must be K/N" in capsys.readouterr().err
+
+
+def test_every_method_with_an_answer_trigger(tiny, tmp_path):
+    """A model run as one without think tokens: every method goes through the trigger path; nothink
+    has no reasoning, a budget cuts at N and then writes the trigger, run.json records the trigger."""
+    path, draft, prompts = tiny
+    out = tmp_path / "bench"
+    trigger = "The final answer is \\boxed{"
+    argv = ["bench", "--target", str(path), "--draft", str(draft), "--dataset", str(prompts), "--methods", ALL,
+            "--max-new-tokens", "40", "--out", str(out), "--no-progress", "--no-plots",
+            "--answer-trigger", trigger, "--answer-markers", "@@never@@"]  # fmt: skip
+    assert cli_main(argv) == 0
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 * 7
+    by = {(r["problem_id"], r["method"]): r for r in lines}
+    for pid in {r["problem_id"] for r in lines}:
+        assert by[pid, "nothink"]["thinking_tokens"] == 0
+        assert by[pid, "vanilla"]["thinking_tokens"] == by[pid, "vanilla"]["total_tokens"]  # no marker: all
+        budget = by[pid, "budget:16"]
+        assert budget["thinking_tokens"] == 16 and budget["exit"]["boundary"] == "budget"
+        assert by[pid, "spec"]["output_digest"] == by[pid, "vanilla"]["output_digest"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["answer_trigger"] == trigger and run["answer_markers"] == ["@@never@@"]
