@@ -11,10 +11,11 @@ TARGET=${TARGET:-$(specexit models get qwen2.5-coder-0.5b)}
 VLLM_PY=${VLLM_PY:-/work/vllm-venv/bin/python}
 TRACE_BACKEND=${TRACE_BACKEND:-vllm}
 N_PROMPTS=${N_PROMPTS:-360}
-STEPS=${STEPS:-240}
+N_TESTBED=${N_TESTBED:-320}
+STEPS=${STEPS:-280}
 TRIGGER='The final answer is \boxed{'
 mkdir -p "$OUT"
-python benchmarks/zoo/make_train_prompts.py --n "$N_PROMPTS" --out "$OUT/prompts.jsonl"
+python benchmarks/zoo/make_train_prompts.py --n "$N_PROMPTS" --testbed "$N_TESTBED" --out "$OUT/prompts.jsonl"
 # 1. the model's own greedy outputs (vLLM batches them: ~110 tokens/s on one core vs ~6 for one sequence)
 if [ "$TRACE_BACKEND" = vllm ]; then TRACES=("$VLLM_PY" -m specexit); else TRACES=(specexit); fi
 OMP_NUM_THREADS=2 VLLM_CPU_KVCACHE_SPACE=4 "${TRACES[@]}" train traces --target "$TARGET" --out "$OUT" \
