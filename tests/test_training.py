@@ -252,6 +252,31 @@ def test_freeze_token_head_trains_only_the_signal_rows(gen, pipe, tmp_path):
         stage_draft(gen, out, cfg, progress=False)
 
 
+def test_narrow_draft_saved_in_bfloat16_loads_and_proposes(gen, pipe, tmp_path):
+    """--draft-intermediate + --save-dtype bfloat16: the shippable-size draft of docs/zoo.md."""
+    out = tmp_path / "run"
+    for name in ("traces.jsonl", "labels.jsonl", "vocab.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes((pipe / name).read_bytes())
+    cfg = TrainConfig(max_steps=3, batch_size=2, val_fraction=0.2, draft_intermediate=24, save_dtype="bfloat16")
+    stage_draft(gen, out, cfg, progress=False)
+    from safetensors.torch import load_file
+
+    state = load_file(str(out / "draft" / "model.safetensors"))
+    assert state["midlayer.mlp.up_proj.weight"].shape[0] == 24
+    assert state["fc.weight"].dtype == torch.bfloat16 and state["d2t"].dtype == torch.long
+    draft = Eagle3Draft.from_pretrained(out / "draft", target=gen.target)
+    assert draft.cfg.intermediate_size == 24 and draft.fc.weight.dtype == torch.float32
+    spec = SpecExitGenerator(gen.target, gen.tokenizer, draft)
+    ids = spec.encode_prompt("What is 2 + 2?")
+    ref = spec.generate(input_ids=ids, mode="vanilla", max_new_tokens=30)
+    assert spec.generate(input_ids=ids, mode="spec", max_new_tokens=30).token_ids == ref.token_ids
+    with pytest.raises(ConfigError, match="save dtype"):
+        TrainConfig(save_dtype="int8").validate()
+    with pytest.raises(ConfigError, match="intermediate size must be positive"):
+        TrainConfig(draft_intermediate=0).validate()
+
+
 # --- the one command ----------------------------------------------------------------------------------
 def test_train_all_cli_produces_a_draft_that_specexit_loads(model_dir, tmp_path, capsys):
     prompts = _write_prompts(tmp_path / "prompts.jsonl")

@@ -13,6 +13,8 @@ TRACE_BACKEND=${TRACE_BACKEND:-vllm}
 N_PROMPTS=${N_PROMPTS:-360}
 N_TESTBED=${N_TESTBED:-320}
 STEPS=${STEPS:-280}
+DRAFT_VOCAB=${DRAFT_VOCAB:-4096}
+DRAFT_INTERMEDIATE=${DRAFT_INTERMEDIATE:-1024}  # small enough to ship in bf16 (< 25 MB)
 TRIGGER='The final answer is \boxed{'
 mkdir -p "$OUT"
 python benchmarks/zoo/make_train_prompts.py --n "$N_PROMPTS" --testbed "$N_TESTBED" --out "$OUT/prompts.jsonl"
@@ -26,8 +28,9 @@ OMP_NUM_THREADS=2 VLLM_CPU_KVCACHE_SPACE=4 "${TRACES[@]}" train traces --target 
 torchrun --standalone --nproc_per_node 2 -m specexit.cli --threads 1 train labels --target "$TARGET" \
     --out "$OUT" --dtype bfloat16 --answer-trigger "$TRIGGER" --label-reference trace --probe-tokens 12 --no-progress
 # 3. draft vocabulary, offline target features, the draft (2 DDP processes, one per core)
-specexit train vocab --target "$TARGET" --out "$OUT" --draft-vocab 8192 --answer-trigger "$TRIGGER"
+specexit train vocab --target "$TARGET" --out "$OUT" --draft-vocab "$DRAFT_VOCAB" --answer-trigger "$TRIGGER"
 specexit --threads 2 train hidden --target "$TARGET" --out "$OUT" --dtype bfloat16 --answer-trigger "$TRIGGER"
 torchrun --standalone --nproc_per_node 2 -m specexit.cli --threads 1 train draft --target "$TARGET" --out "$OUT" \
     --answer-trigger "$TRIGGER" --features offline --max-steps "$STEPS" --batch 8 --lr 5e-4 --ttt-steps 4 \
-    --max-len 1024 --ckpt-every 40 --eval-every 80 --draft-vocab 8192 --no-progress
+    --max-len 1024 --ckpt-every 40 --eval-every 80 --draft-vocab "$DRAFT_VOCAB" \
+    --draft-intermediate "$DRAFT_INTERMEDIATE" --save-dtype bfloat16 --no-progress

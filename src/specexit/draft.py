@@ -31,7 +31,7 @@ from transformers.models.llama.modeling_llama import (
     apply_rotary_pos_emb,
 )
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .exit_policy import SIGNAL_NAMES
 
 DRAFT_ARCHITECTURE = "LlamaForCausalLMEagle3"
@@ -312,12 +312,14 @@ class Eagle3Draft(nn.Module):
                 f"({target.num_layers} layers) exposes layers {list(target.layer_ids)}: wrong target?"
             )
 
-    def save_pretrained(self, out: str | Path) -> None:
+    def save_pretrained(self, out: str | Path, dtype: torch.dtype | None = None) -> None:
+        """``dtype``: cast floating-point weights when saving (e.g. bfloat16 halves the file; the
+        engine runs the draft in the target's precision anyway).  Index buffers are kept as they are."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=2) + "\n")
         state = {
-            k: v.detach().contiguous()
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
             for k, v in self.state_dict().items()
             if not k.startswith("embed_tokens") and not k.startswith("rotary")
         }
@@ -416,6 +418,7 @@ def init_draft(
     draft_vocab_size: int | None = None,
     used_ids: list[int] | None = None,
     seed: int = 0,
+    intermediate_size: int | None = None,
 ) -> Eagle3Draft:
     """An untrained draft sized for ``target``, warm-started as a 'logit lens': fc copies the high
     layer's hidden state, the decoder layer starts as identity (zero output projections), and norm /
@@ -433,11 +436,15 @@ def init_draft(
             used.add(next(fill))
         used_ids = sorted(used)
     d2t, t2d = vocab_mapping(used_ids, vocab)
+    if intermediate_size is not None and intermediate_size <= 0:
+        raise ConfigError(f"draft intermediate size must be positive, got {intermediate_size}")
     heads = int(tc.num_attention_heads)
     rope_params = getattr(tc, "rope_parameters", None) or {}
     cfg = DraftConfig(
         hidden_size=target.hidden_size,
-        intermediate_size=int(tc.intermediate_size),
+        # the MLP width is free (the draft never shares MLP weights with the target): a narrower one
+        # makes a draft small enough to ship
+        intermediate_size=int(intermediate_size or tc.intermediate_size),
         num_attention_heads=heads,
         num_key_value_heads=int(getattr(tc, "num_key_value_heads", heads) or heads),
         head_dim=int(getattr(tc, "head_dim", None) or target.hidden_size // heads),

@@ -57,6 +57,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, help="start from this SpecExit draft (e.g. `specexit convert` output)")
     p.add_argument("--freeze-token-head", action="store_true", help="train only the signal rows (needs --init)")
     p.add_argument("--draft-vocab", type=int, default=32000, help="draft vocabulary size (capped at the target's)")
+    p.add_argument("--draft-intermediate", type=int, default=None,
+                   help="MLP width of a new draft (default: the target's; narrower: small enough to ship)")  # fmt: skip
+    p.add_argument("--save-dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="precision of the final OUT/draft weights (checkpoints stay float32)")  # fmt: skip
     p.add_argument("--train-seed", type=int, default=0)
 
 
@@ -123,6 +127,8 @@ def _configs(a):
             confidence_fill=a.confidence_fill,
             freeze_token_head=a.freeze_token_head,
             loss_weighting=a.loss_weighting,
+            draft_intermediate=a.draft_intermediate,
+            save_dtype=a.save_dtype,
         )
     return trace, label, train
 

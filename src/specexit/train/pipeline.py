@@ -75,7 +75,15 @@ def stage_draft(
     if init is not None:
         draft = Eagle3Draft.from_pretrained(init, target=target, signals=signals)
     else:
-        draft = init_draft(target, signals=signals, used_ids=load_vocab(out / "vocab.json"), seed=cfg.seed)
+        draft = init_draft(
+            target,
+            signals=signals,
+            used_ids=load_vocab(out / "vocab.json"),
+            seed=cfg.seed,
+            intermediate_size=cfg.draft_intermediate,
+        )
+    if cfg.draft_intermediate is not None and init is not None:
+        raise ConfigError("--draft-intermediate sizes a new draft; it cannot resize the --init draft")
     if cfg.freeze_token_head and init is None:
         raise ConfigError("--freeze-token-head trains only the signal rows: give a trained draft with --init")
     draft = draft.float()

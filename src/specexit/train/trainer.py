@@ -37,6 +37,9 @@ from .ttt import ttt_forward
 SIGNAL_LOSSES = ("confidence", "progress", "remain")
 
 
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 @dataclass
 class TrainConfig:
     ttt_steps: int = 7
@@ -57,12 +60,18 @@ class TrainConfig:
     freeze_token_head: bool = False
     loss_weighting: str = "uncertainty"  # or "fixed": token + signal_weight * sum(signals)
     signal_weight: float = 1.0
+    draft_intermediate: int | None = None  # MLP width of a new draft (None: the target's)
+    save_dtype: str = "float32"  # precision of the final OUT/draft (checkpoints stay float32 to resume exactly)
 
     def validate(self) -> None:
         if self.confidence_fill not in FILL_MODES:
             raise ConfigError(f"confidence fill must be one of {FILL_MODES}, got {self.confidence_fill!r}")
         if self.loss_weighting not in ("uncertainty", "fixed"):
             raise ConfigError(f"loss weighting must be 'uncertainty' or 'fixed', got {self.loss_weighting!r}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ConfigError(f"save dtype must be one of {sorted(SAVE_DTYPES)}, got {self.save_dtype!r}")
+        if self.draft_intermediate is not None and self.draft_intermediate <= 0:
+            raise ConfigError(f"draft intermediate size must be positive, got {self.draft_intermediate}")
         for name in ("ttt_steps", "max_steps", "batch_size", "max_len", "ckpt_every", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -480,7 +489,7 @@ class Trainer:
         if self.rank != 0:
             return {"steps": self.step, "resumed": resumed, "rank": self.rank}
         final = self.out / "draft"
-        self.draft.save_pretrained(final)
+        self.draft.save_pretrained(final, dtype=SAVE_DTYPES[cfg.save_dtype])
         summary = {
             "steps": self.step,
             "resumed": resumed,
