@@ -179,3 +179,18 @@ def test_every_method_with_an_answer_trigger(tiny, tmp_path):
         assert by[pid, "spec"]["output_digest"] == by[pid, "vanilla"]["output_digest"]
     run = json.loads((out / "run.json").read_text())
     assert run["answer_trigger"] == trigger and run["answer_markers"] == ["@@never@@"]
+
+
+def test_tree_option_takes_a_dynamic_tree_or_a_chain(tmp_path, capsys):
+    from specexit.bench.cli import parse_tree
+
+    chain = parse_tree("chain:4")
+    assert chain.chain and chain.depth == 4 and chain.total_tokens == 4
+    tree = parse_tree("16,5,4")
+    assert not tree.chain and (tree.total_tokens, tree.depth, tree.branching) == (16, 5, 4)
+    for bad in ("chain:x", "16,5", "tree"):
+        with pytest.raises(ValueError):
+            parse_tree(bad)
+    argv = ["bench", "--target", str(tmp_path), "--dataset", "gsm8k100", "--tree", "16,5", "--out", str(tmp_path / "o")]
+    assert cli_main(argv) == 2
+    assert "--tree total,depth,branching or chain:DEPTH" in capsys.readouterr().err

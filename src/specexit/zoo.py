@@ -619,7 +619,38 @@ class ModelStatus:
             "gguf_cached": self.gguf_cached,
             "converted": self.converted,
             "path": str(self.path),
+            "draft": _shipped_or_none(self.spec.name),
         }
+
+
+# SpecExit drafts trained by this project for zoo models and shipped in the package (assets/NAME-draft),
+# with the pipeline report that says how (benchmarks/zoo/train_qwen05_draft.sh, docs/zoo.md)
+SHIPPED_DRAFTS = ("qwen2.5-coder-0.5b",)
+
+
+def shipped_draft(name: str) -> Path:
+    """Folder of the SpecExit draft shipped for zoo model ``name``."""
+    get_spec(name)  # unknown names: the usual error listing the zoo
+    if name not in SHIPPED_DRAFTS:
+        raise ZooError(
+            f"no SpecExit draft is shipped for {name!r} (shipped: {', '.join(SHIPPED_DRAFTS)}); train one with "
+            "`specexit train all --target $(specexit models get NAME | tail -1) ...` (docs/training.md)"
+        )
+    from importlib import resources
+
+    path = Path(str(resources.files("specexit") / "assets" / f"{name}-draft"))
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise ZooError(
+            f"the shipped draft for {name!r} is missing from {path}; reinstall the package: pip install -e ."
+        )
+    return path
+
+
+def _shipped_or_none(name: str) -> str | None:
+    try:
+        return str(shipped_draft(name))
+    except ZooError:
+        return None
 
 
 def list_models() -> list[ModelStatus]:
@@ -643,12 +674,13 @@ def format_table(rows: list[ModelStatus]) -> str:
     def human(n: int) -> str:
         return f"{n / 1e6:,.0f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
-    header = ("NAME", "GGUF", "PACKAGES", "CONVERTED", "DESCRIPTION")
+    header = ("NAME", "GGUF", "PACKAGES", "CONVERTED", "DRAFT", "DESCRIPTION")
     table = [header]
     for r in rows:
         pk = f"{r.n_installed}/{len(r.spec.packages)} installed"
-        table.append((r.spec.name, human(r.spec.size), pk, "yes" if r.converted else "no", r.spec.description))
+        draft = "shipped" if r.spec.name in SHIPPED_DRAFTS else "-"
+        table.append((r.spec.name, human(r.spec.size), pk, "yes" if r.converted else "no", draft, r.spec.description))
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table]
-    lines.append(f"cache: {models_dir()}")
+    lines.append(f"cache: {models_dir()}   (a shipped draft: specexit models draft NAME)")
     return "\n".join(lines)

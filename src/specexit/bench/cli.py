@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
+
+if TYPE_CHECKING:
+    from ..proposer import TreeConfig
 
 DEFAULT_METHODS = "vanilla,spec,specexit,budget:256,probe,nothink"
 
@@ -22,7 +26,7 @@ def register(sub) -> None:
     b.add_argument("--temperature", type=float, default=0.0)
     b.add_argument("--top-p", type=float, default=1.0)
     b.add_argument("--max-new-tokens", type=int, default=1024)
-    b.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching")
+    b.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching, or chain:DEPTH")
     b.add_argument("--dtype", default="float32")
     b.add_argument("--draft-dtype", default=None)
     b.add_argument("--think-start", default="<think>")
@@ -49,7 +53,6 @@ def run(a) -> int:
     from ..engine import SpecExitGenerator
     from ..errors import ConfigError
     from ..exit_policy import ExitConfig
-    from ..proposer import TreeConfig
     from .datasets import load_dataset
     from .methods import parse_methods
     from .report import to_markdown, write_report
@@ -57,10 +60,10 @@ def run(a) -> int:
 
     try:
         seeds = tuple(int(s) for s in a.seeds.split(",") if s.strip())
-        total, depth, branching = (int(x) for x in a.tree.split(","))
+        tree = parse_tree(a.tree)
     except ValueError:
         raise ConfigError(
-            f"--seeds must be integers and --tree total,depth,branching (got {a.seeds!r}, {a.tree!r})"
+            f"--seeds must be integers and --tree total,depth,branching or chain:DEPTH (got {a.seeds!r}, {a.tree!r})"
         ) from None
     if not seeds:
         raise ConfigError("--seeds is empty")
@@ -99,7 +102,7 @@ def run(a) -> int:
         temperature=a.temperature,
         top_p=a.top_p,
         max_new_tokens=a.max_new_tokens,
-        tree=TreeConfig(total_tokens=total, depth=depth, branching=branching),
+        tree=tree,
         system=a.system,
     )
     run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard, batch_size=a.batch_size)
@@ -110,3 +113,15 @@ def run(a) -> int:
     print(to_markdown(rows))
     print(f"results, summary.json, summary.md and plots in {Path(a.out)}")
     return 0
+
+
+def parse_tree(text: str) -> TreeConfig:
+    """``60,6,10`` (dynamic tree: total tokens, depth, branching) or ``chain:4`` (a chain of 4 drafts:
+    on a CPU the cheapest to verify)."""
+    from ..proposer import TreeConfig
+
+    if text.startswith("chain:"):
+        depth = int(text.removeprefix("chain:"))
+        return TreeConfig(total_tokens=depth, depth=depth, branching=1, chain=True)
+    total, depth, branching = (int(x) for x in text.split(","))
+    return TreeConfig(total_tokens=total, depth=depth, branching=branching)

@@ -1,0 +1,53 @@
+"""The SpecExit draft shipped for a zoo model (assets/NAME-draft): present, small enough to ship, shaped
+for its target, and (where the real model is converted on this machine) lossless against it."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from specexit import zoo
+from specexit.cli import main
+
+QWEN = "qwen2.5-coder-0.5b"
+QWEN_DIR = zoo.models_dir() / QWEN  # read before any test changes the cache variable
+
+
+def test_shipped_qwen_draft_is_small_and_shaped_for_qwen(capsys):
+    assert main(["models", "draft", QWEN]) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert path == zoo.shipped_draft(QWEN)
+    weights = path / "model.safetensors"
+    assert weights.stat().st_size < 25_000_000, "repository rule: no weights over 25 MB"
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["hidden_size"] == 896 and cfg["vocab_size"] == 151936  # Qwen2.5-0.5B
+    with safe_open(str(weights), "pt") as f:
+        fc = f.get_slice("fc.weight").get_shape()
+        assert fc == [896 + 3, 3 * 896], "three exit-signal rows on top of the token rows"
+        assert f.get_slice("lm_head.weight").get_shape() == [cfg["draft_vocab_size"], 896]
+    report = json.loads((path / "pipeline.json").read_text())
+    assert report["answer_trigger"] == "The final answer is \\boxed{"
+
+
+def test_models_draft_errors_name_the_problem(capsys):
+    assert main(["models", "draft", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err
+    assert "no SpecExit draft is shipped for 'smollm2-135m'" in err and QWEN in err
+    assert main(["models", "draft", "no-such-model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not zoo.is_converted(zoo.get_spec(QWEN), QWEN_DIR), reason="Qwen2.5-Coder-0.5B not converted here")
+def test_shipped_qwen_draft_is_lossless_on_the_real_model():
+    from specexit.engine import SpecExitGenerator
+    from specexit.proposer import TreeConfig
+
+    gen = SpecExitGenerator.from_pretrained(
+        QWEN_DIR, zoo.shipped_draft(QWEN), dtype="float32", answer_trigger="The final answer is \\boxed{"
+    )
+    ids = gen.encode_prompt("Tom has 3 boxes of 12 pencils and gives away 5 pencils. How many are left?")
+    ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=48)
+    out = gen.generate(input_ids=ids, mode="spec", max_new_tokens=48, tree=TreeConfig(8, 4, 2))
+    assert out.token_ids == ref.token_ids
+    assert out.mean_accept_length > 1.3, "a trained draft gets more than the bonus token per round"
