@@ -194,3 +194,28 @@ def test_tree_option_takes_a_dynamic_tree_or_a_chain(tmp_path, capsys):
     argv = ["bench", "--target", str(tmp_path), "--dataset", "gsm8k100", "--tree", "16,5", "--out", str(tmp_path / "o")]
     assert cli_main(argv) == 2
     assert "--tree total,depth,branching or chain:DEPTH" in capsys.readouterr().err
+
+
+def test_report_only_summarises_the_questions_every_method_finished(tiny, tmp_path, capsys):
+    """Stopping the shards mid-run: --report-only writes the summary without a model, from the units
+    that have every method, so a method is never measured on other questions than the rest."""
+    path, draft, prompts = tiny
+    out = tmp_path / "stopped"
+    argv = ["bench", "--target", str(path), "--draft", str(draft), "--dataset", str(prompts),
+            "--methods", "vanilla,spec", "--max-new-tokens", "24", "--out", str(out), "--no-progress",
+            "--no-plots"]  # fmt: skip
+    assert cli_main([*argv, "--shard", "0/2"]) == 0  # question 0, both methods
+    lines = (out / "results.shard0of2.jsonl").read_text().splitlines()
+    other = json.loads(lines[0]) | {"problem_id": "other-question"}  # a unit with vanilla only (killed)
+    (out / "results.shard1of2.jsonl").write_text(json.dumps(other) + "\n")
+    capsys.readouterr()
+    assert cli_main(["bench", "--target", "unused", "--dataset", "unused", "--methods", "vanilla,spec",
+                     "--out", str(out), "--report-only", "--no-plots"]) == 0  # fmt: skip
+    assert "| spec |" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vanilla"]["runs"] == summary["spec"]["runs"] == 1
+    assert "Partial run: 1 (question, seed) units have every method" in (out / "summary.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["bench", "--target", "t", "--dataset", "d", "--out", str(empty), "--report-only"]) == 2
+    assert "no results*.jsonl" in capsys.readouterr().err

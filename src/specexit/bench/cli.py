@@ -40,6 +40,8 @@ def register(sub) -> None:
         help="K/N: run every N-th job from the K-th (run N processes, one "
         "per core, on the same --out; a final run without --shard writes the report)",
     )
+    b.add_argument("--report-only", action="store_true",
+                   help="only write summary and plots from the results already in --out")  # fmt: skip
     b.add_argument("--no-plots", action="store_true")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--batch-size", type=int, default=1,
@@ -73,6 +75,10 @@ def run(a) -> int:
     except (ValueError, AssertionError):
         raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {a.shard!r}") from None
     methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end))
+    if a.report_only:  # no model: the summary of what --out holds, for these methods
+        rows = write_report(a.out, [m.label for m in methods], make_plots=not a.no_plots)
+        print(to_markdown(rows))
+        return 0
     if a.draft is None and any(m.mode != "vanilla" for m in methods):
         raise ConfigError("every method but vanilla needs a draft: pass --draft DIR (or --methods vanilla)")
     if a.temperature == 0 and len(seeds) > 1:

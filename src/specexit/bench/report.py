@@ -14,6 +14,8 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from ..errors import ConfigError
+
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
@@ -198,6 +200,19 @@ def plots(results: list[dict], rows: dict, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def complete_units(results: list[dict], methods: list[str] | None = None) -> tuple[list[dict], int]:
+    """The results of the (question, seed) units that have every method (``methods``, default: every
+    method seen), and how many units were left out.  An interrupted run then still compares like with
+    like: a method that ran on fewer, shorter questions would otherwise look faster."""
+    seen = {r["method"] for r in results}
+    wanted = set(methods) & seen if methods else seen  # a method that never ran is just absent
+    have: dict[tuple, set] = defaultdict(set)
+    for r in results:
+        have[(r["problem_id"], r["seed"])].add(r["method"])
+    full = {u for u, ms in have.items() if wanted <= ms}
+    return [r for r in results if (r["problem_id"], r["seed"]) in full], len(have) - len(full)
+
+
 def write_report(out_dir: str | Path, methods: list[str] | None = None, make_plots: bool = True) -> dict:
     out = Path(out_dir)
     from .runner import result_files
@@ -206,12 +221,21 @@ def write_report(out_dir: str | Path, methods: list[str] | None = None, make_plo
     for f in result_files(out):
         for r in load_results(f):
             seen.setdefault((r["problem_id"], r["method"], r["seed"]), r)
-    results = list(seen.values())
+    if not seen:
+        raise ConfigError(f"{out}: no results*.jsonl with any result to summarise")
+    results, partial = complete_units(list(seen.values()), methods)
     rows = summarize(results, methods)
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     md = to_markdown(rows)
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     header = f"# Benchmark summary\n\n`{json.dumps(run.get('versions', {}))}` on `{run.get('machine', {})}`\n\n"
+    units = len({(r["problem_id"], r["seed"]) for r in results})
+    if partial:
+        header += (
+            f"Partial run: {units} (question, seed) units have every method and are summarised; {partial} "
+            "more have only some methods and are left out, so that every method is measured on the same "
+            "questions. Rerun the bench command to resume.\n\n"
+        )
     (out / "summary.md").write_text(header + md)
     if make_plots and results:
         plots(results, rows, out)
