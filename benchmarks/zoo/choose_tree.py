@@ -17,17 +17,9 @@ import statistics
 import torch
 
 from specexit.answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
+from specexit.bench.cli import parse_tree
 from specexit.bench.datasets import load_dataset
 from specexit.engine import SpecExitGenerator
-from specexit.proposer import TreeConfig
-
-
-def parse_tree(text: str) -> TreeConfig:
-    if text.startswith("chain:"):
-        depth = int(text.split(":")[1])
-        return TreeConfig(total_tokens=depth, depth=depth, branching=1, chain=True)
-    total, depth, branching = (int(x) for x in text.split(","))
-    return TreeConfig(total_tokens=total, depth=depth, branching=branching)
 
 
 def main() -> None:
