@@ -72,6 +72,10 @@ def stage_draft(
     from the target (logit lens) over the vocabulary of stage ``vocab``."""
     target = gen.target
     signals = list(SIGNAL_NAMES if signals is None else signals)
+    if cfg.draft_intermediate is not None and init is not None:
+        raise ConfigError("--draft-intermediate sizes a new draft; it cannot resize the --init draft")
+    if cfg.freeze_token_head and init is None:
+        raise ConfigError("--freeze-token-head trains only the signal rows: give a trained draft with --init")
     if init is not None:
         draft = Eagle3Draft.from_pretrained(init, target=target, signals=signals)
     else:
@@ -82,10 +86,6 @@ def stage_draft(
             seed=cfg.seed,
             intermediate_size=cfg.draft_intermediate,
         )
-    if cfg.draft_intermediate is not None and init is not None:
-        raise ConfigError("--draft-intermediate sizes a new draft; it cannot resize the --init draft")
-    if cfg.freeze_token_head and init is None:
-        raise ConfigError("--freeze-token-head trains only the signal rows: give a trained draft with --init")
     draft = draft.float()
     examples = _examples(out, cfg.max_len)
     train_ex, val_ex = split_examples(examples, cfg.val_fraction)
