@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/testbed}
-TB=src/specexit/assets/testbed
+TB=${TB:-src/specexit/assets/testbed}  # another target: TB=DIR
 DRAFT=${DRAFT:-src/specexit/assets/testbed-draft}  # another draft: DRAFT=DIR
 METHODS=${METHODS:-"vanilla,spec,specexit,specexit[smoothing=none,progress=off,remain=off,confidence=0.5],specexit[smoothing=none,progress=off,remain=off,confidence=0.4],specexit[readout=boundary,smoothing=none,progress=off,remain=off,confidence=0.5],budget:96,probe,nothink"}
 ARGS=(--target "$TB" --draft "$DRAFT" --dataset testbed:200 --methods "$METHODS" --seeds 0,1,2

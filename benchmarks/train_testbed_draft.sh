@@ -15,6 +15,7 @@ specexit --threads 2 train all --target "$TB" --prompts "$OUT/prompts.jsonl" --o
     --max-new-tokens 768 --temperature 0.6 --samples 1 --batch-size 32 \
     --max-steps "$STEPS" --batch 8 --lr "$LR" --draft-vocab 32000 --ckpt-every 250 --eval-every 500
 # acceptance length with the engine on held-out problems (test split), tree 60 and a CPU-sized tree
+[ "${SKIP_ACCEPT:-0}" = 1 ] && exit 0
 specexit --threads 2 bench --target "$TB" --draft "$OUT/draft" --dataset testbed:200 --methods spec \
     --max-new-tokens 768 --tree 60,6,10 --out "$OUT/accept-tree60" --no-plots
 specexit --threads 2 bench --target "$TB" --draft "$OUT/draft" --dataset testbed:200 --methods spec \

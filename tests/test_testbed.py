@@ -129,6 +129,56 @@ def test_trace_format(traces):
         assert first_pass_result(think) == t.first_pass
 
 
+def _last_completed_pass_result(think: str, n_steps: int) -> int:
+    """What a forced exit after ``think`` answers: the last completed pass's result, or inside the first
+    pass the last result written."""
+    passes = _passes(think)
+    eqs = [[int(m[4]) for p in paras if not p.startswith("Hmm,") and (m := _EQ.search(p))] for paras in passes]
+    if len(passes) == 1:
+        return eqs[0][-1]
+    done = [e for e in eqs if len(e) == n_steps]
+    return done[-1][-1]
+
+
+def test_boundary_forced_exits_answer_the_last_completed_pass():
+    cfg = P.TraceConfig(forced_exit_cuts="boundary", p_forced_exit=0.5)
+    mixed = P.training_mix(400, seed=5, cfg=cfg)
+    forced = [t for t in mixed if t.prefix]
+    assert len(forced) > 100
+    mid_recheck = 0
+    for t in forced:
+        think, sep, rest = t.prefix.partition("\n\n</think>")
+        assert sep and not rest and t.completion == f"\n\nThe answer is \\boxed{{{t.final}}}."
+        assert t.final == _last_completed_pass_result(think, len(t.problem.steps))
+        assert t.n_rechecks == think.count(P.RECHECK)
+        passes = _passes(think)
+        mid_recheck += len(passes) > 1 and len([p for p in passes[-1] if not p.startswith("Hmm,")]) < len(
+            t.problem.steps
+        )
+    assert mid_recheck > 20  # cuts land inside re-checks too, not only at pass ends
+    # every break of a thinking trace is a cut; pass ends are among them with the same answers
+    for t in P.training_traces(100, seed=6):
+        if not t.thinking or t.prefix:
+            continue
+        think = t.completion.partition("\n</think>")[0]
+        assert len(t.boundaries) == think.count(PARAGRAPH)
+        assert all(t.completion[o - 2 : o] == PARAGRAPH for o, _ in t.boundaries)
+        assert set(t.pass_ends) <= set(t.boundaries)
+        for o, ans in t.boundaries:
+            assert ans == _last_completed_pass_result(t.completion[: o - 2], len(t.problem.steps))
+
+
+def test_pass_cuts_are_generator_v2():
+    """The default keeps the shipped testbed's training data: forced exits only at pass ends."""
+    for t in P.training_mix(400, seed=5):
+        if t.prefix:
+            assert (len(t.prefix) - len("</think>"), t.final) in set(P.make_trace(t.problem).pass_ends)
+    with pytest.raises(ValueError, match="forced_exit_cuts"):
+        P.TraceConfig(forced_exit_cuts="anywhere")
+    with pytest.raises(ValueError, match="p_forced_exit"):
+        P.TraceConfig(p_forced_exit=1.5)
+
+
 def test_slips_only_in_first_passes_and_caught_ones_are_fixed(traces):
     slipped = [t for t in traces if t.slip is not None]
     assert 0.1 < len(slipped) / len(traces) < 0.4
@@ -244,3 +294,26 @@ def test_cli_data_and_errors(tmp_path, capsys):
     assert run_cli(["testbed", "data", "--out", str(tmp_path / "y.jsonl"), "--seed", "1000"]) == 2
     assert "data seed" in capsys.readouterr().err
     assert run_cli(["testbed", "eval", "--model", str(tmp_path / "none")]) == 2
+    assert run_cli(["testbed", "train", "--out", str(tmp_path / "m"), "--p-forced-exit", "2"]) == 2
+    assert "p_forced_exit must be a probability" in capsys.readouterr().err
+
+
+def test_exit_probes_by_place_on_the_shipped_testbed():
+    """Forced-exit probes on generator traces of held-out problems, grouped by where the break is.  The
+    shipped (generator v2) model was taught to answer after a forced exit at a pass end."""
+    from importlib.resources import files
+
+    from specexit.testbed.evaluate import load_model, probe_exits
+
+    model, tk = load_model(files("specexit") / "assets" / "testbed")
+    problems = [p for p in P.make_problems(12, split="test") if P.make_trace(p).n_rechecks >= 1][:3]
+    prompts = [tk.encode(prompt_text(tk, p.question, True), add_special_tokens=False) for p in problems]
+    comps = [parse(tk, tk.encode(P.make_trace(p).completion), True, True) for p in problems]
+    assert all(c.thinking is not None for c in comps)
+    r = probe_exits(model, tk, problems, prompts, comps, EvalConfig(batch_size=8))
+    places = r["probes_by_place"]
+    assert set(places) == {"first_pass", "pass_end", "mid_recheck"}
+    assert sum(v["n"] for v in places.values()) == r["n_probes"]
+    assert places["pass_end"]["answered"] > 0.5
+    assert all(0 <= v["accuracy"] <= v["answered"] <= 1 for v in places.values())
+    assert "probes at pass_end" in format_report({"model": "m", "n": 3, "temperature": 0.6, "exit_probes": r})

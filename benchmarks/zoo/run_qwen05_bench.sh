@@ -10,7 +10,7 @@ OUT=${1:-benchmarks/results/qwen05-gsm8k100}
 TARGET=${TARGET:-$(specexit models get qwen2.5-coder-0.5b | tail -1)}
 DRAFT=${DRAFT:-$(specexit models draft qwen2.5-coder-0.5b)}  # shipped; made by benchmarks/zoo/train_qwen05_draft.sh
 METHODS=${METHODS:-"vanilla,spec,specexit,budget:128,probe,nothink"}  # specexit: the paper's exit defaults
-TREE=${TREE:-8,4,2}
+TREE=${TREE:-chain:4}  # picked by benchmarks/zoo/choose_tree.py (docs/zoo.md)
 ARGS=(--target "$TARGET" --draft "$DRAFT" --dataset gsm8k100 --methods "$METHODS" --temperature 0
       --max-new-tokens 768 --dtype bfloat16 --tree "$TREE" --answer-trigger 'The final answer is \boxed{'
       --out "$OUT")

@@ -61,9 +61,17 @@ def register(subparsers) -> argparse.ArgumentParser:
         ("p-no-thinking", float),
         ("p-drill", float),
         ("p-slip", float),
+        ("p-forced-exit", float),
         ("checkpoint-every", int),
     ):
         t.add_argument(f"--{name}", type=typ, default=None, help="override the preset")
+    t.add_argument(
+        "--forced-exit-cuts",
+        choices=["pass", "boundary"],
+        default=None,
+        help="where forced-exit examples cut the thinking: pass ends only (v2, the shipped testbed) or any "
+        "paragraph break, answering with the last completed pass (override the preset)",
+    )
     t.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bfloat16 autocast)")
 
     e = sub.add_parser("eval", help="accuracy with/without thinking, re-checks, forced-exit probes")
@@ -119,6 +127,8 @@ def _cmd_train(a) -> int:
             "p_no_thinking",
             "p_drill",
             "p_slip",
+            "p_forced_exit",
+            "forced_exit_cuts",
             "checkpoint_every",
         )
     }

@@ -193,9 +193,19 @@ def probe_exits(model, tok, problems: list[Problem], prompts: list[list[int]], c
         model, tok, [prompts[i] + comps[i].ids[:k] + [end_id] for i, k in jobs], 16, 0.0, 0, cfg.batch_size * 2
     )
     probes: dict[int, list[tuple[int, bool]]] = {}
+    # by where the break is: inside the first pass, at a pass end (a re-check follows), inside a re-check;
+    # "answered" = a boxed answer within the probe's 16 tokens, not more re-checking after </think>
+    by_place: dict[str, list[tuple[bool, bool]]] = {"first_pass": [], "pass_end": [], "mid_recheck": []}
     for (i, k), (ids, _) in zip(jobs, outs, strict=True):
         boxed = _BOXED.findall(tok.decode(ids))
-        probes.setdefault(i, []).append((k, bool(boxed) and int(boxed[-1]) == problems[i].answer))
+        ok = bool(boxed) and int(boxed[-1]) == problems[i].answer
+        probes.setdefault(i, []).append((k, ok))
+        c = comps[i]
+        if tok.decode(c.ids[k : c.think_tokens]).startswith(RECHECK):
+            place = "pass_end"
+        else:
+            place = "mid_recheck" if RECHECK in tok.decode(c.ids[:k]) else "first_pass"
+        by_place[place].append((bool(boxed), ok))
     first_right: Counter[str] = Counter()
     saved: list[float] = []
     first_right_frac: list[float | None] = []  # per trace: share of its thinking before the answer is right
@@ -229,6 +239,15 @@ def probe_exits(model, tok, problems: list[Problem], prompts: list[list[int]], c
         "first_right_at": {k: first_right[k] for k in order if first_right[k]},
         "accuracy_exit_after_first_pass": at_first_pass / max(1, n_traces),
         "oracle_exit_thinking_saved": statistics.mean(saved) if saved else None,
+        "probes_by_place": {
+            place: {
+                "n": len(v),
+                "answered": sum(a for a, _ in v) / len(v),
+                "accuracy": sum(ok for _, ok in v) / len(v),
+            }
+            for place, v in by_place.items()
+            if v
+        },
         "first_right_fraction_each": first_right_frac,
     }
 
@@ -298,4 +317,8 @@ def format_report(r: dict) -> str:
             f"exiting right after the first pass {p['accuracy_exit_after_first_pass']:.3f}; an oracle exit "
             f"saves {0 if saved is None else saved:.2f} of the thinking tokens of solved problems"
         )
+        for place, v in p.get("probes_by_place", {}).items():
+            lines.append(
+                f"    probes at {place:11s} n={v['n']:5d}  answered {v['answered']:.3f}  accuracy {v['accuracy']:.3f}"
+            )
     return "\n".join(lines)

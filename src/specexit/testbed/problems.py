@@ -35,6 +35,7 @@ MAX_VALUE = 300  # every result
 MAX_OPERAND = 50  # every number in a question
 RECHECK = "Wait, let me double-check."
 PARAGRAPH = "\n\n"
+FORCED_EXIT_CUTS = ("pass", "boundary")
 THINK_END = "</think>"
 
 
@@ -281,6 +282,13 @@ class TraceConfig:
     that ends a pass, followed by ``</think>`` and the answer that pass reached, with the loss on the
     answer only.  The model so learns to answer from where it is when its thinking is cut (as real
     reasoning models do, and as an early exit needs) but never learns to stop there by itself.
+
+    ``forced_exit_cuts`` says where those cuts land: ``"pass"`` (generator v2, the shipped testbed) only
+    at pass ends; ``"boundary"`` at any paragraph break of the thinking, answering with the last
+    completed pass (inside the first pass: the last result written).  A round read-out exits one
+    boundary late, mid-re-check; a v2 model cut there has never seen ``</think>`` in that place, keeps
+    re-checking and answers with whatever number it wrote last, which also makes the confidence labels
+    of those boundaries noise.
     """
 
     p_slip: float = 0.35
@@ -290,6 +298,14 @@ class TraceConfig:
     p_more_recheck: float = 0.75
     max_rechecks: int = 8
     p_forced_exit: float = 0.1
+    forced_exit_cuts: str = "pass"
+
+    def __post_init__(self) -> None:
+        for name in ("p_slip", "p_no_recheck", "p_more_recheck", "p_forced_exit"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.forced_exit_cuts not in FORCED_EXIT_CUTS:
+            raise ValueError(f"forced_exit_cuts must be one of {FORCED_EXIT_CUTS}, got {self.forced_exit_cuts!r}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +324,7 @@ class Trace:
     caught: bool = False
     first_pass: int | None = None  # the first pass's final result
     pass_ends: tuple[tuple[int, int], ...] = ()  # (offset in completion after the break, result) per cut
+    boundaries: tuple[tuple[int, int], ...] = ()  # the same for every break of the thinking
     prefix: str = ""
 
     def to_dict(self) -> dict:
@@ -359,15 +376,24 @@ def make_trace(problem: Problem, thinking: bool = True, cfg: TraceConfig | None 
             n_rechecks += 1
     passes = [derive(steps, slip)] + [derive(steps)] * n_rechecks
     paragraphs = [s.text.format(l=a, r=b, res=res) for s, (a, b, res) in zip(steps, passes[0], strict=True)]
+    # the answer a cut after each paragraph gives: the last result written inside the first pass, then
+    # the result of the last completed pass
+    answers = [res for _, _, res in passes[0]]
     pass_ends = []
     for prev, cur in itertools.pairwise(passes):
         pass_ends.append((sum(len(p) + len(PARAGRAPH) for p in paragraphs), prev[-1][2]))
         paragraphs.append(RECHECK)
+        answers.append(prev[-1][2])
         for i, s in enumerate(steps):
             paragraphs.append(_line(s, cur[i]))
+            done = i == len(steps) - 1  # the pass is complete once its last line is written
+            answers.append(cur[-1][2] if done else prev[-1][2])
             (pa, pb, pres), (a, b, res) = prev[i], cur[i]
             if (pa, pb) == (a, b) and pres != res:
                 paragraphs.append(f"Hmm, {a} {s.op} {b} is {res}, not {pres}.")
+                answers.append(cur[-1][2] if done else prev[-1][2])
+    offsets = list(itertools.accumulate(len(p) + len(PARAGRAPH) for p in paragraphs))
+    boundaries = tuple(zip(offsets[:-1], answers[:-1], strict=True))  # the last paragraph ends the thinking
     final = passes[-1][-1][2]
     completion = PARAGRAPH.join(paragraphs) + f"\n{THINK_END}\n\n" + _answer(final)
     return Trace(
@@ -380,21 +406,24 @@ def make_trace(problem: Problem, thinking: bool = True, cfg: TraceConfig | None 
         caught=slip is not None and n_rechecks > 0,
         first_pass=passes[0][-1][2],
         pass_ends=tuple(pass_ends),
+        boundaries=boundaries,
     )
 
 
-def forced_exit(trace: Trace, cut: int) -> Trace:
-    """``trace`` cut at its ``cut``-th pass end: the thinking so far and ``</think>`` become the untrained
-    prefix, the answer that pass reached the completion."""
-    offset, result = trace.pass_ends[cut]
+def forced_exit(trace: Trace, cut: tuple[int, int]) -> Trace:
+    """``trace`` cut at ``cut`` (one of its ``pass_ends`` or ``boundaries``): the thinking so far and
+    ``</think>`` become the untrained prefix, the answer reached there the completion."""
+    offset, result = cut
+    prefix = trace.completion[:offset]
     return replace(
         trace,
-        prefix=trace.completion[:offset] + THINK_END,
+        prefix=prefix + THINK_END,
         completion=PARAGRAPH + _answer(result),
         final=result,
-        n_rechecks=cut,
-        caught=trace.slip is not None and cut > 0,
+        n_rechecks=prefix.count(RECHECK),
+        caught=trace.slip is not None and RECHECK in prefix and result != trace.first_pass,
         pass_ends=(),
+        boundaries=(),
     )
 
 
@@ -450,7 +479,8 @@ def training_mix(
             continue
         rng = random.Random(f"specexit-testbed-v{GENERATOR_VERSION}-mode-{s}")
         trace = make_trace(make_problem(s), thinking=rng.random() >= p_no_thinking, cfg=cfg)
-        if trace.pass_ends and rng.random() < (cfg or TraceConfig()).p_forced_exit:
-            trace = forced_exit(trace, rng.randrange(len(trace.pass_ends)))
+        cuts = trace.pass_ends if (cfg or TraceConfig()).forced_exit_cuts == "pass" else trace.boundaries
+        if cuts and rng.random() < (cfg or TraceConfig()).p_forced_exit:
+            trace = forced_exit(trace, cuts[rng.randrange(len(cuts))])
         out.append(trace)
     return out

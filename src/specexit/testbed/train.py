@@ -111,10 +111,13 @@ def _merge(base: TrainConfig, overrides: dict) -> TrainConfig:
             sub[owner][key] = value
         else:
             raise TrainError(f"unknown training setting {key!r}")
-    for g, kv in sub.items():
-        if kv:
-            top[g] = replace(getattr(base, g), **kv)
-    return replace(base, **top)
+    try:
+        for g, kv in sub.items():
+            if kv:
+                top[g] = replace(getattr(base, g), **kv)
+        return replace(base, **top)
+    except ValueError as e:  # a setting out of range, named by the config's own check
+        raise TrainError(str(e)) from None
 
 
 def make_config(preset: str = "full", **overrides) -> TrainConfig:
