@@ -151,7 +151,7 @@ def test_shards_split_the_work_and_merge_into_one_report(tiny, tmp_path, capsys)
     assert all({r["method"] for r in part if (r["problem_id"], r["seed"]) == u} == {"vanilla", "spec"}
                for part, us in zip(parts, units, strict=True) for u in us)  # fmt: skip
     assert cli_main(argv) == 0  # nothing left to run: only the report
-    assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text().strip()
+    assert not (out / "results.jsonl").exists()  # no empty results file beside the shards'
     summary = json.loads((out / "summary.json").read_text())
     assert summary["vanilla"]["runs"] == summary["spec"]["runs"] == 4
     assert cli_main([*argv, "--shard", "2/2"]) == 2

@@ -167,6 +167,9 @@ def run_bench(
     (out / "run.json").write_text(json.dumps(env, indent=2) + "\n")
     bar = tqdm(total=len(jobs), desc="bench", unit="run", disable=not progress)
     try:
+        if not batches:  # all done (e.g. the report run after shards): leave no empty results file behind
+            bar.close()
+            return path
         with path.open("a", encoding="utf-8") as f:
             for batch in batches:
                 if vllm:
