@@ -215,7 +215,15 @@ def test_report_only_summarises_the_questions_every_method_finished(tiny, tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["vanilla"]["runs"] == summary["spec"]["runs"] == 1
     assert "Partial run: 1 (question, seed) units have every method" in (out / "summary.md").read_text()
+    # without --methods, the report covers the methods the run was made with (run.json), not the defaults
+    (out / "summary.json").unlink()
+    assert cli_main(["bench", "--target", "t", "--dataset", "d", "--out", str(out), "--report-only", "--no-plots"]) == 0
+    assert set(json.loads((out / "summary.json").read_text())) == {"vanilla", "spec"}
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli_main(["bench", "--target", "t", "--dataset", "d", "--out", str(empty), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert "--report-only without --methods needs" in err and "run.json" in err
+    bare = ["bench", "--target", "t", "--dataset", "d", "--out", str(empty), "--report-only", "--methods", "spec"]
+    assert cli_main(bare) == 2
     assert "no results*.jsonl" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,9 @@ def register(sub) -> None:
     b.add_argument("--dataset", required=True, help="file.jsonl | testbed[:N[:SEED]] | gsm8k100 | "
                    "reasoning-gym:TASK[:N[:SEED]] | champ")  # fmt: skip
     b.add_argument("--limit", type=int, default=None, help="first N problems")
-    b.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated; knobs in brackets, e.g. "
-                   "specexit[confidence=0.7,alpha=0.2]; see docs/benchmarks.md")  # fmt: skip
+    b.add_argument("--methods", default=None, help="comma-separated; knobs in brackets, e.g. "
+                   "specexit[confidence=0.7,alpha=0.2]; see docs/benchmarks.md (default: " + DEFAULT_METHODS +
+                   "; with --report-only: the methods of the run in --out)")  # fmt: skip
     b.add_argument("--seeds", default="0", help="comma-separated sampling seeds (one run each)")
     b.add_argument("--temperature", type=float, default=0.0)
     b.add_argument("--top-p", type=float, default=1.0)
@@ -74,6 +76,8 @@ def run(a) -> int:
         assert len(shard) == 2 and 0 <= shard[0] < shard[1]
     except (ValueError, AssertionError):
         raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {a.shard!r}") from None
+    if a.methods is None:
+        a.methods = _methods_of_run(a.out) if a.report_only else DEFAULT_METHODS
     methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end))
     if a.report_only:  # no model: the summary of what --out holds, for these methods
         rows = write_report(a.out, [m.label for m in methods], make_plots=not a.no_plots)
@@ -131,3 +135,14 @@ def parse_tree(text: str) -> TreeConfig:
         return TreeConfig(total_tokens=depth, depth=depth, branching=1, chain=True)
     total, depth, branching = (int(x) for x in text.split(","))
     return TreeConfig(total_tokens=total, depth=depth, branching=branching)
+
+
+def _methods_of_run(out: str) -> str:
+    """The --methods a run in ``out`` was made with (its run.json), for a report of all of them."""
+    from ..errors import ConfigError
+
+    run = Path(out) / "run.json"
+    try:
+        return ",".join(json.loads(run.read_text())["methods"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--report-only without --methods needs {run} from a bench run ({e})") from None

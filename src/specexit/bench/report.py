@@ -137,12 +137,20 @@ def plots(results: list[dict], rows: dict, out_dir: str | Path) -> list[Path]:
     # 1. accuracy vs latency, with the Pareto front
     fig, ax = plt.subplots(figsize=(7, 5))
     pts = []
+    xs, ys = [r["latency_s"] for r in rows.values()], [r["accuracy"] for r in rows.values()]
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     for m, r in rows.items():
         lo, hi = r["accuracy_ci95"]
         ax.errorbar(
             r["latency_s"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt="o", capsize=3
         )
-        ax.annotate(m, (r["latency_s"], r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        # methods that land on (nearly) the same point get their labels stacked, not printed over each other
+        near = sum(
+            abs(x - r["latency_s"]) < 0.04 * span_x and abs(y - r["accuracy"]) < 0.04 * span_y for x, y, _ in pts
+        )
+        ax.annotate(
+            m, (r["latency_s"], r["accuracy"]), textcoords="offset points", xytext=(5, 5 + 10 * near), fontsize=8
+        )
         pts.append((r["latency_s"], r["accuracy"], m))
     front = pareto_front(pts)
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
