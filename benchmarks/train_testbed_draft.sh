@@ -7,13 +7,13 @@ cd "$(dirname "$0")/.."
 TB=${1:-src/specexit/assets/testbed}
 OUT=${2:-runs/testbed-draft}
 N_PROMPTS=${N_PROMPTS:-1500}
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-700}  # the shipped draft (pipeline.json)
 LR=${LR:-1e-3}
 mkdir -p "$OUT"
 specexit testbed data --split train --seed 1 --n "$N_PROMPTS" --out "$OUT/prompts.jsonl"
 specexit --threads 2 train all --target "$TB" --prompts "$OUT/prompts.jsonl" --out "$OUT" \
     --max-new-tokens 768 --temperature 0.6 --samples 1 --batch-size 32 \
-    --max-steps "$STEPS" --batch 8 --lr "$LR" --draft-vocab 32000 --ckpt-every 250 --eval-every 500
+    --max-steps "$STEPS" --batch 8 --lr "$LR" --draft-vocab 32000 --ckpt-every 100 --eval-every 350
 # acceptance length with the engine on held-out problems (test split), tree 60 and a CPU-sized tree
 [ "${SKIP_ACCEPT:-0}" = 1 ] && exit 0
 specexit --threads 2 bench --target "$TB" --draft "$OUT/draft" --dataset testbed:200 --methods spec \
