@@ -22,7 +22,7 @@ from specexit.testbed.tokenizer import prompt_text
 
 def probe_places(model_dir: str, n: int) -> dict:
     model, tok = load_model(model_dir)
-    problems = [p for p in P.make_problems(n, split="test")]
+    problems = P.make_problems(n, split="test")
     prompts = [tok.encode(prompt_text(tok, p.question, True), add_special_tokens=False) for p in problems]
     comps = [parse(tok, tok.encode(P.make_trace(p).completion), True, True) for p in problems]
     return probe_exits(model, tok, problems, prompts, comps, EvalConfig(batch_size=16))["probes_by_place"]
@@ -34,10 +34,7 @@ def reference(n: int) -> dict:
     for prob in P.make_problems(n, split="test"):
         t = P.make_trace(prob)
         for offset, ans in t.boundaries:
-            if t.completion[offset:].startswith(P.RECHECK):
-                place = "pass_end"
-            else:
-                place = "mid_recheck" if P.RECHECK in t.completion[:offset] else "first_pass"
+            place = P.break_place(t.completion[:offset], t.completion[offset:])
             by.setdefault(place, []).append(ans == prob.answer)
     return {k: {"n": len(v), "answered": 1.0, "accuracy": sum(v) / len(v)} for k, v in by.items()}
 

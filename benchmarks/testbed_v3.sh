@@ -7,7 +7,7 @@
 #   2. evaluates it (accuracy with/without thinking, forced-exit probes) -> eval.json
 #   3. trains its SpecExit draft with the same pipeline and settings as the shipped draft
 #   4. benchmarks spec against tuned SpecExit rules, 200 held-out problems x 3 seeds at T = 0.6
-# Every stage resumes.  About 2 h on 2 cores (target 55 min, eval 8, draft 33, bench 15).
+# Every stage resumes.  About 95 min on 2 cores (measured: target 47 min, eval 4, draft 32, bench 11).
 #   benchmarks/testbed_v3.sh [RUN_DIR] [RESULTS_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SpecExitError
-from .problems import RECHECK, THINK_END, Problem, make_problems
+from .problems import RECHECK, THINK_END, Problem, break_place, make_problems
 from .tokenizer import EOS, PARAGRAPH, prompt_text
 
 _ANSWER = re.compile(r"^\n\nThe answer is \\boxed\{(-?\d+)\}\.$")
@@ -192,19 +192,17 @@ def probe_exits(model, tok, problems: list[Problem], prompts: list[list[int]], c
     outs = generate(
         model, tok, [prompts[i] + comps[i].ids[:k] + [end_id] for i, k in jobs], 16, 0.0, 0, cfg.batch_size * 2
     )
-    probes: dict[int, list[tuple[int, bool]]] = {}
-    # by where the break is: inside the first pass, at a pass end (a re-check follows), inside a re-check;
+    # per trace: (cut, answer right, re-checks before the break, where the break is: see break_place)
+    probes: dict[int, list[tuple[int, bool, int, str]]] = {}
     # "answered" = a boxed answer within the probe's 16 tokens, not more re-checking after </think>
     by_place: dict[str, list[tuple[bool, bool]]] = {"first_pass": [], "pass_end": [], "mid_recheck": []}
     for (i, k), (ids, _) in zip(jobs, outs, strict=True):
         boxed = _BOXED.findall(tok.decode(ids))
         ok = bool(boxed) and int(boxed[-1]) == problems[i].answer
-        probes.setdefault(i, []).append((k, ok))
         c = comps[i]
-        if tok.decode(c.ids[k : c.think_tokens]).startswith(RECHECK):
-            place = "pass_end"
-        else:
-            place = "mid_recheck" if RECHECK in tok.decode(c.ids[:k]) else "first_pass"
+        before, after = tok.decode(c.ids[:k]), tok.decode(c.ids[k : c.think_tokens])
+        place = break_place(before, after)
+        probes.setdefault(i, []).append((k, ok, before.count(RECHECK), place))
         by_place[place].append((bool(boxed), ok))
     first_right: Counter[str] = Counter()
     saved: list[float] = []
@@ -217,10 +215,8 @@ def probe_exits(model, tok, problems: list[Problem], prompts: list[list[int]], c
         final_ok = c.answer == problems[i].answer
         exit_first = final_ok  # no re-check: exiting after the first pass is the natural end
         hit = None
-        for k, ok in probes.get(i, []):
-            done = tok.decode(c.ids[:k])
-            n_pass = done.count(RECHECK)
-            if n_pass == 0 and tok.decode(c.ids[k : c.think_tokens]).startswith(RECHECK):
+        for k, ok, n_pass, place in probes.get(i, []):
+            if n_pass == 0 and place == "pass_end":
                 exit_first = ok
             if ok and hit is None:
                 hit = k

@@ -379,9 +379,9 @@ def make_trace(problem: Problem, thinking: bool = True, cfg: TraceConfig | None 
     # the answer a cut after each paragraph gives: the last result written inside the first pass, then
     # the result of the last completed pass
     answers = [res for _, _, res in passes[0]]
-    pass_ends = []
+    rechecks = []  # index of each "Wait, let me double-check." paragraph
     for prev, cur in itertools.pairwise(passes):
-        pass_ends.append((sum(len(p) + len(PARAGRAPH) for p in paragraphs), prev[-1][2]))
+        rechecks.append(len(paragraphs))
         paragraphs.append(RECHECK)
         answers.append(prev[-1][2])
         for i, s in enumerate(steps):
@@ -394,6 +394,7 @@ def make_trace(problem: Problem, thinking: bool = True, cfg: TraceConfig | None 
                 answers.append(cur[-1][2] if done else prev[-1][2])
     offsets = list(itertools.accumulate(len(p) + len(PARAGRAPH) for p in paragraphs))
     boundaries = tuple(zip(offsets[:-1], answers[:-1], strict=True))  # the last paragraph ends the thinking
+    pass_ends = tuple(boundaries[j - 1] for j in rechecks)  # the breaks a re-check follows
     final = passes[-1][-1][2]
     completion = PARAGRAPH.join(paragraphs) + f"\n{THINK_END}\n\n" + _answer(final)
     return Trace(
@@ -405,9 +406,17 @@ def make_trace(problem: Problem, thinking: bool = True, cfg: TraceConfig | None 
         slip=slip,
         caught=slip is not None and n_rechecks > 0,
         first_pass=passes[0][-1][2],
-        pass_ends=tuple(pass_ends),
+        pass_ends=pass_ends,
         boundaries=boundaries,
     )
+
+
+def break_place(before: str, after: str) -> str:
+    """Where a paragraph break of a thinking text is, from the text ``before`` and ``after`` it:
+    ``"pass_end"`` (a re-check follows), ``"mid_recheck"`` or ``"first_pass"``."""
+    if after.startswith(RECHECK):
+        return "pass_end"
+    return "mid_recheck" if RECHECK in before else "first_pass"
 
 
 def forced_exit(trace: Trace, cut: tuple[int, int]) -> Trace:
@@ -472,6 +481,7 @@ def training_mix(
 ) -> list[Trace | str]:
     """``n`` training examples: each index is, by a seeded draw, an arithmetic practice document (a str)
     with probability ``p_drill``, else the trace of that index's problem (thinking or not)."""
+    trace_cfg = cfg or TraceConfig()
     out: list[Trace | str] = []
     for s in problem_seeds(n, seed, "train"):
         if p_drill and random.Random(f"specexit-testbed-v{GENERATOR_VERSION}-kind-{s}").random() < p_drill:
@@ -479,8 +489,8 @@ def training_mix(
             continue
         rng = random.Random(f"specexit-testbed-v{GENERATOR_VERSION}-mode-{s}")
         trace = make_trace(make_problem(s), thinking=rng.random() >= p_no_thinking, cfg=cfg)
-        cuts = trace.pass_ends if (cfg or TraceConfig()).forced_exit_cuts == "pass" else trace.boundaries
-        if cuts and rng.random() < (cfg or TraceConfig()).p_forced_exit:
+        cuts = trace.pass_ends if trace_cfg.forced_exit_cuts == "pass" else trace.boundaries
+        if cuts and rng.random() < trace_cfg.p_forced_exit:
             trace = forced_exit(trace, cuts[rng.randrange(len(cuts))])
         out.append(trace)
     return out
