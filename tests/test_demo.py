@@ -43,6 +43,9 @@ def test_demo_json_is_complete_and_consistent(capsys):
     assert vanilla["mean_accept_length"] == pytest.approx(1.0)
     assert spec["mean_accept_length"] > 1.0
     assert res["problems"] == 3
+    diff, lo, hi = sx["accuracy_diff_vs_spec"]  # paired: [difference, CI low, CI high]
+    assert diff == pytest.approx(sx["accuracy"] - spec["accuracy"]) and lo <= diff <= hi
+    assert spec["accuracy_diff_vs_spec"][0] == 0.0
 
 
 def test_demo_rejects_bad_arguments(capsys):

@@ -18,8 +18,16 @@ from specexit.errors import ConfigError, SpecExitError
 from specexit.prompts import DataError, load_prompts
 from specexit.target import TargetModel
 from specexit.train import labels as labels_mod
-from specexit.train.data import OfflineFeatures, OnlineFeatures, extract_hidden
-from specexit.train.labels import LabelConfig, boundary_cuts, label_trace, position_labels, probe_answers
+from specexit.train.data import OfflineFeatures, OnlineFeatures, build_examples, extract_hidden
+from specexit.train.labels import (
+    LabelConfig,
+    boundary_cuts,
+    confirmed,
+    count_mentions,
+    label_trace,
+    position_labels,
+    probe_answers,
+)
 from specexit.train.pipeline import _examples, stage_draft, stage_labels, stage_traces
 from specexit.train.traces import TraceConfig, load_traces, thinking_span
 from specexit.train.trainer import TrainConfig, Trainer, split_examples
@@ -99,6 +107,41 @@ def test_position_labels_exact():
         position_labels(5, [2], [True, False])
 
 
+def test_confirmed_labels_need_the_answer_re_derived():
+    correct = [False, True, False, True, True]
+    mentions = [1, 1, 1, 2, 3]  # first pass states 78 once, the re-check a second and third time
+    assert confirmed(correct, mentions, 0) == correct
+    assert confirmed(correct, mentions, 1) == [False, False, False, True, True]
+    assert confirmed(correct, mentions, 2) == [False, False, False, False, True]
+    with pytest.raises(ConfigError, match="confirm"):
+        confirmed([True], [1], -1)
+    with pytest.raises(ValueError):
+        confirmed([True, False], [1], 1)
+
+
+def test_count_mentions_counts_whole_numbers_only():
+    text = "4 * 18 = 72 stickers.\n\n72 + 6 = 78 stickers.\n\n178 - 100 = 78. Not 7.8 or 780."
+    assert count_mentions(text, "78") == 2
+    assert count_mentions(text, "72") == 2
+    assert count_mentions(text, "7") == 0
+    assert count_mentions("x = -5, y = 5", "-5") == 1
+    assert count_mentions("the answer is B, B again", "B") == 2
+    assert count_mentions(text, None) == 0
+
+
+def test_build_examples_applies_confirm():
+    trace = {"prompt_id": 3, "sample": 0, "prompt_ids": [1, 2], "output_ids": list(range(10, 22))}
+    lab = {"span": [0, 10], "cuts": [3, 6, 9], "probe_correct": [True, False, True], "probe_mentions": [1, 1, 2]}
+    (plain,) = build_examples([(1, trace)], {(3, 0): lab}, max_len=64)
+    (checked,) = build_examples([(1, trace)], {(3, 0): lab}, max_len=64, confirm=1)
+    assert plain.correct == [True, False, True] and checked.correct == [False, False, True]
+    assert checked.signal_targets("hold")["confidence"][2:12].tolist() == [0] * 8 + [1, 1]
+    old = {k: v for k, v in lab.items() if k != "probe_mentions"}
+    assert build_examples([(1, trace)], {(3, 0): old}, max_len=64)[0].correct == [True, False, True]
+    with pytest.raises(DataError, match="probe_mentions"):
+        build_examples([(1, trace)], {(3, 0): old}, max_len=64, confirm=1)
+
+
 def test_boundary_cuts_on_hand_made_tokens():
     from specexit.boundaries import BoundaryDetector
 
@@ -133,6 +176,7 @@ def test_confidence_from_scripted_probes(gen, monkeypatch):
     lab = label_trace(gen, trace, LabelConfig())
     assert lab["cuts"] == [2, 5, 7] and lab["span"] == [0, 7]
     assert lab["probe_answers"] == ["41", "42", "7"] and lab["probe_correct"] == [False, True, False]
+    assert lab["probe_mentions"] == [0, 0, 0]  # the thinking text never states an answer
     _, _, conf, _ = position_labels(7, lab["cuts"], lab["probe_correct"])
     assert conf == [0, 0, 0, 0, 1, 1, 0]
     # reference "trace": a probe is right when it gives the trace's own final answer, even with gold known
@@ -142,6 +186,13 @@ def test_confidence_from_scripted_probes(gen, monkeypatch):
         LabelConfig(reference="oracle").validate()
     lab = label_trace(gen, {**trace, "gold": None}, LabelConfig())  # no gold: compare with the trace's answer
     assert lab["reference_kind"] == "trace" and lab["probe_correct"] == [False, False, True]
+    # mentions: how often the thinking up to each cut states that cut's probe answer
+    t42 = gen.tokenizer.encode(" 42", add_special_tokens=False)
+    output = [*t42, para, a, para, *t42, para, gen.think_end_id, a]
+    end = len(output) - 2
+    monkeypatch.setattr(labels_mod, "probe_answers", lambda *a, **k: [encoded[1]] * len(a[2]))
+    lab = label_trace(gen, {**trace, "output_ids": output, "think_end": end}, LabelConfig())
+    assert lab["probe_correct"] == [True, True, True] and lab["probe_mentions"] == [1, 1, 2]
 
 
 def test_traces_without_thinking_span_are_a_clear_error(gen, tmp_path):

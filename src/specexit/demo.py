@@ -88,6 +88,8 @@ def run_demo(
                 "latency_speedup_vs_vanilla": r.get("latency_speedup_vs_vanilla"),
                 "latency_speedup_vs_spec": r.get("latency_speedup_vs_spec"),
                 "thinking_cut_vs_spec": r.get("thinking_cut_vs_spec"),
+                # paired bootstrap over problems: [difference, 95% CI low, high], as fractions
+                "accuracy_diff_vs_spec": r.get("accuracy_diff_vs_spec"),
             }
             for m, r in rows.items()
         },
@@ -127,6 +129,12 @@ def format_table(res: dict) -> str:
             f"{r['latency_speedup_vs_vanilla']:10.2f}x {r['latency_speedup_vs_spec']:7.2f}x"
         )
     c = res["checks"]
+    d = m.get("specexit", {}).get("accuracy_diff_vs_spec")
+    if d:
+        lines += [
+            "",
+            f"specexit accuracy vs spec: {100 * d[0]:+.1f} points (paired 95% CI {100 * d[1]:+.1f}, {100 * d[2]:+.1f})",
+        ]
     lines += [
         "",
         f"spec output == vanilla output: {c['spec_equals_vanilla']};  "

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..prompts import DataError
 from ..target import TargetModel
-from .labels import position_labels
+from .labels import confirmed, position_labels
 from .traces import trace_key
 
 
@@ -61,7 +61,9 @@ class Example:
         return out
 
 
-def build_examples(traces: list[tuple[int, dict]], labels: dict, max_len: int) -> list[Example]:
+def build_examples(traces: list[tuple[int, dict]], labels: dict, max_len: int, confirm: int = 0) -> list[Example]:
+    """One example per trace; ``confirm`` > 0 turns the probes' results into "re-derived" labels
+    (see ``labels.confirmed``)."""
     out = []
     for _, tr in traces:
         lab = labels.get(trace_key(tr))
@@ -70,7 +72,13 @@ def build_examples(traces: list[tuple[int, dict]], labels: dict, max_len: int) -
         else:
             s, e = lab["span"]
             p = len(tr["prompt_ids"])
-            span, cuts, correct = (p + s, p + e), list(lab["cuts"]), list(lab["probe_correct"])
+            span, cuts = (p + s, p + e), list(lab["cuts"])
+            if confirm and "probe_mentions" not in lab:
+                raise DataError(
+                    f"labels of trace {trace_key(tr)} have no probe_mentions (written by an older version); "
+                    "rerun the labels stage for --confidence-confirm"
+                )
+            correct = confirmed(lab["probe_correct"], lab.get("probe_mentions", []), confirm)
         ids = (list(tr["prompt_ids"]) + list(tr["output_ids"]))[:max_len]
         if len(ids) <= len(tr["prompt_ids"]) + 1:
             continue  # nothing to learn: the prompt fills max_len

@@ -9,6 +9,9 @@ that answer is correct (gold known) or equals the full trace's own final answer 
 Positions between boundaries take the value of the last boundary ("hold"); before the first boundary
 the label is 0 (no exit is possible there, and nothing has been derived yet).  The alternative
 ``boundary`` fill supervises confidence only at the boundary positions themselves.
+With ``confirm = n`` (training option) a right probe counts only once the trace has *re-derived* its
+answer: the thinking text up to the boundary must state it more than n times (``probe_mentions``).
+The label then means "settled and checked", which a re-check can show and an unchecked pass cannot.
 
 Probes are cheap: one forward over the trace fills the KV cache; then all probes of the trace decode
 *together*, one forward per answer token, each probe row attending to its own prefix of the shared
@@ -18,6 +21,7 @@ cache and to its own earlier answer tokens (a tree-attention mask), instead of o
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +68,29 @@ def boundary_cuts(detector: BoundaryDetector, thinking_ids: Sequence[int], conte
     detector.reset(context)
     cuts = sorted({b.keep for b in detector.scan(thinking_ids) if b.keep >= 1})
     return cuts
+
+
+def confirmed(correct: Sequence[bool], mentions: Sequence[int], confirm: int) -> list[bool]:
+    """Probe results that also need the answer re-derived: a cut stays positive only if the thinking
+    text up to it states the (right) answer more than ``confirm`` times.  ``confirm = 0`` returns
+    ``correct`` unchanged."""
+    if confirm < 0:
+        raise ConfigError(f"confidence confirm must be >= 0, got {confirm}")
+    if confirm == 0:
+        return list(correct)
+    if len(correct) != len(mentions):
+        raise ValueError("one mention count per probe result")
+    return [bool(ok) and m > confirm for ok, m in zip(correct, mentions, strict=True)]
+
+
+def count_mentions(text: str, answer: str | None) -> int:
+    """How often ``answer`` is stated in ``text``: as a whole number (not inside a longer one) where
+    it is numeric, else as a substring."""
+    if not answer:
+        return 0
+    if re.fullmatch(r"-?\d+(\.\d+)?", answer):
+        return len(re.findall(rf"(?<![\d.]){re.escape(answer)}(?![\d]|\.\d)", text))
+    return text.count(answer)
 
 
 def position_labels(
@@ -157,6 +184,9 @@ def label_trace(gen: SpecExitGenerator, trace: dict, cfg: LabelConfig) -> dict:
     texts = [lead + tok.decode(a, skip_special_tokens=True) for a in answers]
     preds = [extract_answer(t) for t in texts]
     correct = [reference is not None and answers_equal(p, reference) for p in preds]
+    # how often the thinking so far states each probe's answer (the "re-derived" labels of confirm > 0)
+    thinking = [tok.decode(list(output_ids[s : s + c]), skip_special_tokens=True) for c in cuts]
+    mentions = [count_mentions(t, p) for t, p in zip(thinking, preds, strict=True)]
     return {
         "prompt_id": trace["prompt_id"],
         "sample": trace.get("sample", 0),
@@ -164,6 +194,7 @@ def label_trace(gen: SpecExitGenerator, trace: dict, cfg: LabelConfig) -> dict:
         "cuts": cuts,
         "probe_answers": preds,
         "probe_correct": correct,
+        "probe_mentions": mentions,
         "reference": reference,
         "reference_kind": kind,
     }

@@ -47,10 +47,10 @@ def stage_vocab(gen: SpecExitGenerator, out: Path, size: int) -> list[int]:
     return used
 
 
-def _examples(out: Path, max_len: int):
+def _examples(out: Path, max_len: int, confirm: int = 0):
     traces = load_traces(out / "traces.jsonl")
     labels = load_labels(out / "labels.jsonl") if (out / "labels.jsonl").exists() else {}
-    return build_examples(traces, labels, max_len)
+    return build_examples(traces, labels, max_len, confirm)
 
 
 def stage_hidden(gen: SpecExitGenerator, out: Path, max_len: int, progress=True) -> Path:
@@ -87,7 +87,7 @@ def stage_draft(
             intermediate_size=cfg.draft_intermediate,
         )
     draft = draft.float()
-    examples = _examples(out, cfg.max_len)
+    examples = _examples(out, cfg.max_len, cfg.confidence_confirm)
     train_ex, val_ex = split_examples(examples, cfg.val_fraction)
     if features == "online":
         feats = OnlineFeatures(target, draft.draft_to_target)

@@ -57,6 +57,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     confidence_fill: str = "hold"
+    confidence_confirm: int = 0  # > 0: a right probe is positive only once its answer was re-derived (labels.py)
     freeze_token_head: bool = False
     loss_weighting: str = "uncertainty"  # or "fixed": token + signal_weight * sum(signals)
     signal_weight: float = 1.0
@@ -66,6 +67,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.confidence_fill not in FILL_MODES:
             raise ConfigError(f"confidence fill must be one of {FILL_MODES}, got {self.confidence_fill!r}")
+        if self.confidence_confirm < 0:
+            raise ConfigError(f"confidence confirm must be >= 0, got {self.confidence_confirm}")
         if self.loss_weighting not in ("uncertainty", "fixed"):
             raise ConfigError(f"loss weighting must be 'uncertainty' or 'fixed', got {self.loss_weighting!r}")
         if self.save_dtype not in SAVE_DTYPES:
