@@ -52,8 +52,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--confidence-fill", choices=["hold", "boundary"], default="hold")
     p.add_argument("--confidence-confirm", type=int, default=0,
-                   help="a right probe is a positive label only once its answer was reached N times before "
-                   "(re-derived, e.g. by a re-check); 0: right is enough")  # fmt: skip
+                   help="a right probe is a positive label only if the thinking so far states its answer more "
+                   "than N times (re-derived, e.g. by a re-check); 0: right is enough")  # fmt: skip
     p.add_argument("--loss-weighting", choices=["uncertainty", "fixed"], default="uncertainty")
     p.add_argument("--signals", default=",".join(SIGNAL_NAMES), help="exit signals the draft predicts")
     p.add_argument("--features", choices=["online", "offline"], default="online", help="target features source")
