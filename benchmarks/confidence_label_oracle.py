@@ -14,8 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
+from specexit.prompts import DataError
 from specexit.scoring import answers_equal
-from specexit.train.labels import confirmed, load_labels
+from specexit.train.labels import cut_positives, load_labels
 from specexit.train.traces import load_traces, trace_key
 
 
@@ -32,9 +33,7 @@ def oracle(traces: dict, labels: dict, confirm: int) -> dict:
             continue
         ref = lab["reference"]
         right_full = ref is not None and answers_equal(tr.get("final_answer"), ref)
-        if confirm and "probe_mentions" not in lab:
-            raise SystemExit(f"labels of trace {key} have no probe_mentions; rerun `specexit train labels`")
-        pos = confirmed(lab["probe_correct"], lab.get("probe_mentions", []), confirm)
+        pos = cut_positives(lab, confirm)
         first = next((c for c, p in zip(lab["cuts"], pos, strict=True) if p), None)
         n += 1
         thinking += span
@@ -67,7 +66,10 @@ def main() -> None:
     out = Path(a.pipeline)
     traces = {trace_key(tr): tr for _, tr in load_traces(out / "traces.jsonl")}
     labels = load_labels(out / "labels.jsonl")
-    rows = [oracle(traces, labels, int(c)) for c in a.confirm.split(",")]
+    try:
+        rows = [oracle(traces, labels, int(c)) for c in a.confirm.split(",")]
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     print("| confirm | traces | accuracy full | accuracy oracle exit | exit rate | thinking full | at exit | cut |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -131,7 +131,8 @@ def test_count_mentions_counts_whole_numbers_only():
 
 def test_build_examples_applies_confirm():
     trace = {"prompt_id": 3, "sample": 0, "prompt_ids": [1, 2], "output_ids": list(range(10, 22))}
-    lab = {"span": [0, 10], "cuts": [3, 6, 9], "probe_correct": [True, False, True], "probe_mentions": [1, 1, 2]}
+    lab = {"prompt_id": 3, "sample": 0, "span": [0, 10], "cuts": [3, 6, 9], "probe_correct": [True, False, True],
+           "probe_mentions": [1, 1, 2]}  # fmt: skip
     (plain,) = build_examples([(1, trace)], {(3, 0): lab}, max_len=64)
     (checked,) = build_examples([(1, trace)], {(3, 0): lab}, max_len=64, confirm=1)
     assert plain.correct == [True, False, True] and checked.correct == [False, False, True]

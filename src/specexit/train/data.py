@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..prompts import DataError
 from ..target import TargetModel
-from .labels import confirmed, position_labels
+from .labels import cut_positives, position_labels
 from .traces import trace_key
 
 
@@ -72,13 +72,7 @@ def build_examples(traces: list[tuple[int, dict]], labels: dict, max_len: int, c
         else:
             s, e = lab["span"]
             p = len(tr["prompt_ids"])
-            span, cuts = (p + s, p + e), list(lab["cuts"])
-            if confirm and "probe_mentions" not in lab:
-                raise DataError(
-                    f"labels of trace {trace_key(tr)} have no probe_mentions (written by an older version); "
-                    "rerun the labels stage for --confidence-confirm"
-                )
-            correct = confirmed(lab["probe_correct"], lab.get("probe_mentions", []), confirm)
+            span, cuts, correct = (p + s, p + e), list(lab["cuts"]), cut_positives(lab, confirm)
         ids = (list(tr["prompt_ids"]) + list(tr["output_ids"]))[:max_len]
         if len(ids) <= len(tr["prompt_ids"]) + 1:
             continue  # nothing to learn: the prompt fills max_len

@@ -83,6 +83,16 @@ def confirmed(correct: Sequence[bool], mentions: Sequence[int], confirm: int) ->
     return [bool(ok) and m > confirm for ok, m in zip(correct, mentions, strict=True)]
 
 
+def cut_positives(lab: dict, confirm: int = 0) -> list[bool]:
+    """The confidence label at each cut of one labels.jsonl record (see ``confirmed``)."""
+    if confirm and "probe_mentions" not in lab:
+        raise DataError(
+            f"labels of trace {trace_key(lab)} have no probe_mentions (written by an older version); "
+            "rerun the labels stage for --confidence-confirm"
+        )
+    return confirmed(lab["probe_correct"], lab.get("probe_mentions", []), confirm)
+
+
 def count_mentions(text: str, answer: str | None) -> int:
     """How often ``answer`` is stated in ``text``: as a whole number (not inside a longer one) where
     it is numeric, else as a substring."""
