@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,106 +24,18 @@ from transformers import AutoTokenizer
 from .answer_trigger import DEFAULT_ANSWER_MARKERS, last_paragraph
 from .boundaries import BoundaryDetector
 from .chat import encode_prompt, split_reasoning_ids, stop_token_ids
+from .detokenize import IncrementalDetokenizer
 from .draft import Eagle3Draft
 from .errors import ConfigError, TokenizerError
 from .exit_policy import ExitConfig, ExitPolicy
 from .probe import ProbeConfig, ProbeJudge
 from .profiling import RoundProfile
 from .proposer import DraftProposer, TreeConfig
+from .results import MODES, GenerationResult, StreamChunk
 from .sampling import SamplingParams, probs_from_logits, sample
 from .target import TargetModel, compact_cache, crop_cache, resolve_dtype
 from .tree import DraftTree, verification_inputs
 from .verify import verify_greedy, verify_sampling
-
-MODES = ("vanilla", "spec", "specexit")
-
-
-@dataclass
-class StreamChunk:
-    token_ids: list[int]
-    text: str  # decoded text delta
-    phase: str  # "reasoning" | "answer" | "marker" (the think-start / think-end token itself)
-
-
-@dataclass
-class GenerationResult:
-    mode: str
-    text: str
-    reasoning: str
-    answer: str
-    token_ids: list[int]
-    prompt_tokens: int
-    new_tokens: int
-    thinking_tokens: int
-    accept_lengths: list[int]
-    exited_early: bool
-    exit: dict | None
-    finish_reason: str  # "stop" | "length" | "abort" (the consumer stopped iterating)
-    wall_s: float
-    signal_history: list = field(default_factory=list)
-    probe_calls: int = 0  # trial answers run by the probing baseline
-
-    @property
-    def mean_accept_length(self) -> float:
-        return sum(self.accept_lengths) / len(self.accept_lengths) if self.accept_lengths else 0.0
-
-    def to_dict(self, history: bool = False) -> dict:
-        d = {
-            k: getattr(self, k)
-            for k in (
-                "mode",
-                "text",
-                "reasoning",
-                "answer",
-                "new_tokens",
-                "thinking_tokens",
-                "prompt_tokens",
-                "accept_lengths",
-                "exited_early",
-                "exit",
-                "finish_reason",
-                "wall_s",
-                "probe_calls",
-            )
-        }
-        d["mean_accept_length"] = round(self.mean_accept_length, 4)
-        d["token_ids"] = self.token_ids
-        if history:
-            d["signal_history"] = [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in self.signal_history]
-        return d
-
-
-class _Detokenizer:
-    """Incremental decoding in O(new tokens): only a short window before the new tokens is decoded
-    again (byte-level BPE can merge across the boundary), and half a multi-byte character is held back
-    until it is complete."""
-
-    WINDOW = 6
-
-    def __init__(self, tokenizer) -> None:
-        self.tok, self.ids = tokenizer, []
-        self.prefix = 0  # start of the window decoded again for context
-        self.read = 0  # tokens whose text has been emitted
-
-    def _text(self, start: int, end: int) -> str:
-        return self.tok.decode(self.ids[start:end], skip_special_tokens=False)
-
-    def push(self, ids: list[int]) -> str:
-        self.ids += ids
-        before = self._text(self.prefix, self.read)
-        text = self._text(self.prefix, len(self.ids))
-        if text.endswith("\ufffd") or not text.startswith(before):
-            return ""
-        self.read = len(self.ids)
-        self.prefix = max(0, self.read - self.WINDOW)
-        return text[len(before) :]
-
-    def flush(self) -> str:
-        """Whatever is still held back (an incomplete character at the very end)."""
-        before = self._text(self.prefix, self.read)
-        text = self._text(self.prefix, len(self.ids))
-        self.read = len(self.ids)
-        return text[len(before) :] if text.startswith(before) else ""
 
 
 class GenerationStream:
@@ -292,7 +203,7 @@ class SpecExitGenerator:
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
         opened = policy.in_thinking
-        detok = _Detokenizer(self.tokenizer)
+        detok = IncrementalDetokenizer(self.tokenizer)
         phase = "reasoning" if opened else "answer"
         generated: list[int] = []
         accept_lengths: list[int] = []

@@ -19,10 +19,11 @@ from typing import Any
 
 import jinja2
 
-from ..engine import GenerationResult, SpecExitGenerator
+from ..engine import SpecExitGenerator
 from ..errors import ConfigError
 from ..exit_policy import ExitConfig
 from ..proposer import TreeConfig
+from ..results import GenerationResult
 from ..sampling import SamplingParams
 
 

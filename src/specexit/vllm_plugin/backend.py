@@ -30,9 +30,9 @@ from pathlib import Path
 
 from ..boundaries import BoundaryDetector
 from ..chat import encode_prompt, split_reasoning_ids, stop_token_ids
-from ..engine import MODES, GenerationResult
 from ..errors import ConfigError, SpecExitError
 from ..exit_policy import ExitConfig, ExitPolicy
+from ..results import MODES, GenerationResult
 from .config import EXTRA_ARGS_KEY, signal_names
 
 SUPPORTED_VLLM = ("0.32.0",)  # the version the runner hooks were written and tested against
