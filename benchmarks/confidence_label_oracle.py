@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from specexit.prompts import DataError
+from specexit.jsonl import DataError
 from specexit.scoring import answers_equal
 from specexit.train.labels import cut_positives, load_labels
 from specexit.train.traces import load_traces, trace_key

@@ -182,7 +182,7 @@ def test_every_method_with_an_answer_trigger(tiny, tmp_path):
 
 
 def test_tree_option_takes_a_dynamic_tree_or_a_chain(tmp_path, capsys):
-    from specexit.bench.cli import parse_tree
+    from specexit.cli_options import parse_tree
 
     chain = parse_tree("chain:4")
     assert chain.chain and chain.depth == 4 and chain.total_tokens == 4

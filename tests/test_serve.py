@@ -7,11 +7,13 @@ the metrics, every kind of bad input, a full queue, concurrency and a client dis
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -22,8 +24,12 @@ from openai import OpenAI
 from specexit.cli import main as cli_main
 from specexit.engine import SpecExitGenerator
 from specexit.exit_policy import ExitConfig
+from specexit.proposer import TreeConfig
+from specexit.sampling import SamplingParams
 from specexit.serve.app import ServeConfig, create_app
-from specexit.serve.generation import TextAssembler
+from specexit.serve.events import Delta, Outcome
+from specexit.serve.generation import ChatPrompt, GenerationPlan, TextPrompt, run_generation
+from specexit.serve.text import TextAssembler
 
 PROMPT = "What is 2 + 3?"
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -132,6 +138,104 @@ def test_text_assembler():
     assert feed(c, "A\n", "\nB") == ["A", "\n\nB", ""] and c.text == "A\n\nB"
     d = TextAssembler(lambda ids: chars(ids).replace("~", "\ufffd"), strip=False)
     assert feed(d, "x~", "y") == ["", "x\ufffdy", ""]  # half a character waits for the rest
+
+
+def test_text_assembler_is_incremental():
+    """Each push decodes a bounded window, not the whole field again (that would be quadratic)."""
+    decoded = 0
+
+    def chars(ids: list[int]) -> str:
+        nonlocal decoded
+        decoded += len(ids)
+        return "".join(map(chr, ids))
+
+    text = "think, step by step; " * 250  # 5250 one-character tokens
+    asm = TextAssembler(chars, strip=True, stops=["never-there"])
+    deltas = [asm.push([ord(c)]) for c in text] + [asm.finish()]
+    assert "".join(deltas) == asm.text == text.strip()
+    assert decoded <= 16 * len(text)  # whole-field decoding: len(text) ** 2 / 2
+    # a decoder that rewrites text across the window ("a ." -> "a."): the finished field is still its
+    # whole decoding
+    rewrites = TextAssembler(lambda ids: chars(ids).replace(" .", "."), strip=True)
+    assert "".join([rewrites.push([ord(c)]) for c in "a .b"] + [rewrites.finish()]) == rewrites.text == "a.b"
+
+
+class _CountingTokenizer:
+    """The real tokenizer, counting the token ids it decodes (the cost of detokenisation, machine-free)."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.decoded = tok, 0
+
+    def decode(self, ids: list[int], **kw) -> str:
+        self.decoded += len(ids)
+        return self.tok.decode(ids, **kw)
+
+    def __len__(self) -> int:
+        return len(self.tok)
+
+    def __getattr__(self, name: str):
+        return getattr(self.tok, name)
+
+
+class _ScriptedStream:
+    result = None  # no engine result, as after a stop sequence: the outcome counts the streamed tokens
+
+    def __init__(self, output: list[int]) -> None:
+        self.output = output
+
+    def __iter__(self) -> Iterator[SimpleNamespace]:
+        return (SimpleNamespace(token_ids=[t]) for t in self.output)
+
+
+class _ScriptedGenerator:
+    """What ``run_generation`` uses of a generator, streaming a fixed output one token per chunk."""
+
+    def __init__(self, gen: SpecExitGenerator, output: list[int]) -> None:
+        self.tokenizer = _CountingTokenizer(gen.tokenizer)
+        self.target, self.stop_ids = gen.target, gen.stop_ids
+        self.think_start_id, self.think_end_id = gen.think_start_id, gen.think_end_id
+        self.output = output
+
+    def stream(self, **_kw) -> _ScriptedStream:
+        return _ScriptedStream(self.output)
+
+
+def test_streamed_fields_decode_incrementally(srv):
+    """A long output with multi-byte characters split over byte tokens, streamed a token at a time: the
+    deltas equal the whole-output decoding of each field, and each token is decoded a bounded number of
+    times (decoding the field again on every push would cost n ** 2 / 2 token decodings)."""
+    gen, tok = srv.gen, srv.gen.tokenizer
+
+    def ids(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False)
+
+    reasoning = ids("Let me think \u2192 about \u03c0\u2026 2 + 3 = 5 \u2713 \U0001f642 \u65e5\u672c.\n\n" * 30)
+    answer = ids("The answer is 5 \u2014 sure \U0001f44d.  " * 12 + "Done.")
+    stop_id = tok.get_vocab()["<|im_end|>"]
+    assert stop_id in gen.stop_ids
+    output = [*reasoning, gen.think_end_id, *answer, stop_id]
+    plan = GenerationPlan("spec", len(output), SamplingParams(), ExitConfig(), TreeConfig())
+
+    def run(prompt, stops: tuple[str, ...] = ()) -> tuple[dict[str, str], Outcome, int]:
+        scripted = _ScriptedGenerator(gen, output)
+        events = list(run_generation(scripted, dataclasses.replace(plan, stops=stops), prompt))
+        streamed: dict[str, str] = {}
+        for e in events:
+            if isinstance(e, Delta):
+                streamed[e.field] = streamed.get(e.field, "") + e.text
+        assert isinstance(events[-1], Outcome)
+        return streamed, events[-1], scripted.tokenizer.decoded
+
+    assert len(output) > 1500
+    streamed, outcome, decoded = run(ChatPrompt(MESSAGES))  # the template opens the thinking span
+    fields = {"reasoning_content": reasoning, "content": answer}
+    assert streamed == outcome.texts == {k: tok.decode(v, skip_special_tokens=True).strip() for k, v in fields.items()}
+    assert decoded <= 16 * len(output)
+
+    full = tok.decode(output[:-1], skip_special_tokens=False)
+    streamed, outcome, decoded = run(TextPrompt(ids=ids("Once upon")), stops=("never-there", "Done"))
+    assert streamed == outcome.texts == {"text": full[: full.index("Done")]} and outcome.finish_reason == "stop"
+    assert decoded <= 16 * len(output)
 
 
 def test_chat_matches_engine(srv, engine_runs):

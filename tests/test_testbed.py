@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
+from specexit.cli import main as run_cli
 from specexit.errors import SpecExitError
 from specexit.testbed import problems as P
-from specexit.testbed.cli import main as run_cli
 from specexit.testbed.evaluate import Completion, EvalConfig, evaluate, first_pass_result, format_report, parse
 from specexit.testbed.tokenizer import CHAT_TEMPLATE, PARAGRAPH, SPECIAL_TOKENS, prompt_text, train_tokenizer
 from specexit.testbed.train import make_config, train

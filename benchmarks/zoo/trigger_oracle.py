@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from specexit.bench.report import wilson
-from specexit.prompts import iter_jsonl
+from specexit.jsonl import iter_jsonl
 from specexit.scoring import answers_equal
 
 FRACTIONS = (0.25, 0.5, 0.75)

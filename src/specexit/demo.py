@@ -15,15 +15,17 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from .cli_options import add_tree_arg, parse_tree
 from .errors import ConfigError
+from .results import MODES
 
 ASSET_TARGET = "testbed"
 ASSET_DRAFT = "testbed-draft"
-MODES = ("vanilla", "spec", "specexit")
 # The exit rule for the testbed, tuned on held-out problems of another data seed (docs/testbed.md): the
 # signals of the state right after each boundary, unsmoothed; confidence > 0.5 and progress > 0.2 (the
 # progress gate keeps exits out of the first pass of a long greedy re-check loop).  The paper's defaults
 # (confidence > 0.8 on an EWMA of round means, plus progress and remain) never fire on this small model.
+DEMO_TREE = "16,5,4"  # total, depth, branching: sized for a 2-core CPU
 TESTBED_EXIT = "readout=boundary,smoothing=none,remain=off,confidence=0.5,progress=0.2"
 
 
@@ -43,16 +45,15 @@ def run_demo(
     problems: int = 10,
     seed: int = 0,
     max_new_tokens: int = 768,
-    tree: tuple[int, int, int] = (16, 5, 4),
+    tree: str = DEMO_TREE,
     progress: bool = True,
     exit_knobs: str = TESTBED_EXIT,
 ) -> dict:
     from .bench.datasets import load_dataset
     from .bench.methods import parse_method
     from .bench.report import summarize
-    from .bench.runner import BenchConfig, run_one
+    from .bench.runner import BenchConfig, run_batch
     from .engine import SpecExitGenerator
-    from .proposer import TreeConfig
 
     if problems <= 0:
         raise ConfigError(f"--problems must be positive, got {problems}")
@@ -61,13 +62,13 @@ def run_demo(
     t0 = time.perf_counter()
     gen = SpecExitGenerator.from_pretrained(target, draft)
     data = load_dataset(f"testbed:{problems}:{seed}")
-    cfg = BenchConfig(max_new_tokens=max_new_tokens, tree=TreeConfig(*tree))
+    cfg = BenchConfig(max_new_tokens=max_new_tokens, tree=parse_tree(tree))
     methods = [parse_method(m) for m in ("vanilla", "spec")]
     methods.append(replace(parse_method(f"specexit[{exit_knobs}]"), label="specexit"))
     results, outputs = [], {}
     for i, p in enumerate(data):
         for m in methods:
-            rec = run_one(gen, p, m, 0, cfg, i)
+            (rec,) = run_batch(gen, [(i, p, m, 0)], cfg)
             results.append(rec)
             outputs[(p.id, m.label)] = rec
             if progress:
@@ -107,7 +108,7 @@ def run_demo(
         },
         "target": str(target),
         "draft": str(draft),
-        "tree": list(tree),
+        "tree": tree,
         "specexit_knobs": exit_knobs,
         "wall_s": round(time.perf_counter() - t0, 2),
     }
@@ -151,20 +152,16 @@ def register(sub) -> None:
     d.add_argument("--max-new-tokens", type=int, default=768)
     d.add_argument("--target", default=None, help="another target folder (default: the shipped testbed)")
     d.add_argument("--draft", default=None, help="another draft folder (default: the shipped testbed draft)")
-    d.add_argument("--tree", default="16,5,4", help="total_tokens,depth,branching (CPU-sized default)")
+    add_tree_arg(d, default=DEMO_TREE)  # CPU-sized default
     d.add_argument("--exit", default=TESTBED_EXIT, help="specexit knobs, as in `specexit bench` (default: tuned)")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--save", default=None, help="also write the JSON result to this file")
 
 
 def run(a) -> int:
-    try:
-        tree = tuple(int(x) for x in a.tree.split(","))
-        assert len(tree) == 3
-    except (ValueError, AssertionError):
-        raise ConfigError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
+    parse_tree(a.tree)  # a bad --tree fails before any model loads
     res = run_demo(
-        a.target, a.draft, a.problems, a.seed, a.max_new_tokens, tree, progress=not a.json, exit_knobs=a.exit
+        a.target, a.draft, a.problems, a.seed, a.max_new_tokens, a.tree, progress=not a.json, exit_knobs=a.exit
     )
     if a.save:
         Path(a.save).write_text(json.dumps(res, indent=2) + "\n")

@@ -32,11 +32,10 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from .errors import CheckpointError, ConfigError
-from .exit_policy import SIGNAL_NAMES
+from .signals import SIGNAL_NAMES, activate_rows, names_for_count
 
 DRAFT_ARCHITECTURE = "LlamaForCausalLMEagle3"
 WEIGHTS_NAME = "model.safetensors"
-_SIGNAL_ACTIVATIONS = {"confidence": torch.sigmoid, "progress": torch.sigmoid, "remain": torch.exp}
 
 
 @dataclass
@@ -84,7 +83,7 @@ class DraftConfig:
             signals = spec.get("signals")
             if signals is None:  # AngelSlim-style count only, or a plain EAGLE-3 config
                 k = int(spec.get("num_signals", d.get("num_exit_signals", 0)))
-                signals = list(SIGNAL_NAMES[:k]) if k != 1 else ["confidence"]
+                signals = names_for_count(k)
             rope_theta = d.get("rope_theta") or (d.get("rope_parameters") or {}).get("rope_theta", 10000.0)
             return cls(
                 hidden_size=hidden,
@@ -250,9 +249,7 @@ class Eagle3Draft(nn.Module):
         """[T, 3Ht] -> fused feature [T, H] and signal values (float32, activated) per name."""
         out = self.fc(target_hidden.to(self.fc.weight.dtype))
         h = self.cfg.hidden_size
-        raw = out[:, h:].float()
-        sig = {name: _SIGNAL_ACTIVATIONS[name](raw[:, i]) for i, name in enumerate(self.signals)}
-        return out[:, :h], sig
+        return out[:, :h], activate_rows(out[:, h:], self.signals)
 
     def signal_logits(self, target_hidden: torch.Tensor) -> torch.Tensor:
         """Raw (pre-activation) signal outputs [T, k], for training losses."""
@@ -279,9 +276,6 @@ class Eagle3Draft(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(hidden)).float()
-
-    def to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
-        return draft_ids + self.d2t[draft_ids]
 
     @property
     def draft_to_target(self) -> torch.Tensor:
@@ -352,7 +346,7 @@ class Eagle3Draft(nn.Module):
                 f"[{cfg.hidden_size}+k, {cols}]"
             )
         if k_ckpt != len(cfg.signals):  # config silent or wrong about signals: trust the tensor
-            cfg.signals = list(SIGNAL_NAMES[:k_ckpt]) if k_ckpt != 1 else ["confidence"]
+            cfg.signals = names_for_count(k_ckpt)
         if signals is not None and list(signals) != cfg.signals:
             want = len(signals)
             hint = (

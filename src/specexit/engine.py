@@ -14,25 +14,26 @@ One round of speculative decoding (batch size 1):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
-from .answer_trigger import DEFAULT_ANSWER_MARKERS, last_paragraph
-from .boundaries import BoundaryDetector
-from .chat import encode_prompt, split_reasoning_ids, stop_token_ids
+from .answer_trigger import DEFAULT_ANSWER_MARKERS
+from .backend import GenerationRequest
+from .chat import encode_prompt, stop_token_ids
 from .detokenize import IncrementalDetokenizer
 from .draft import Eagle3Draft
 from .errors import ConfigError, TokenizerError
-from .exit_policy import ExitConfig, ExitPolicy
-from .probe import ProbeConfig, ProbeJudge
+from .exit_control import CacheRound, ExitController, JudgeFactory
+from .exit_policy import ExitConfig
 from .profiling import RoundProfile
 from .proposer import DraftProposer, TreeConfig
-from .results import MODES, GenerationResult, StreamChunk
+from .results import MODES, GenerationResult, StreamChunk, build_result
 from .sampling import SamplingParams, probs_from_logits, sample
+from .span import SpanMarkers
 from .target import TargetModel, compact_cache, crop_cache, resolve_dtype
 from .tree import DraftTree, verification_inputs
 from .verify import verify_greedy, verify_sampling
@@ -74,20 +75,11 @@ class SpecExitGenerator:
         if draft is not None:
             draft.check_target(target)
         self.think_start, self.think_end = think_start, think_end
-        vocab = tokenizer.get_vocab()
         self.answer_trigger, self.answer_markers = answer_trigger, tuple(answer_markers)
-        if answer_trigger is not None:
-            if not answer_trigger.strip():
-                raise ConfigError("the answer trigger is empty; give the text that makes the model answer")
-            if not self.answer_markers:
-                raise ConfigError("an answer trigger needs at least one answer marker (e.g. \\boxed)")
-            self.think_start_id = self.think_end_id = None
-            # what an exit forces: the trigger's tokens (a thinking model: its one think-end token)
-            self.exit_ids: list[int] = tokenizer.encode(answer_trigger, add_special_tokens=False)
-        else:
-            self.think_start_id = vocab.get(think_start)
-            self.think_end_id = vocab.get(think_end)
-            self.exit_ids = [self.think_end_id] if self.think_end_id is not None else []
+        self.markers = SpanMarkers.from_tokenizer(tokenizer, think_start, think_end, answer_trigger, answer_markers)
+        self.think_start_id, self.think_end_id = self.markers.think_start_id, self.markers.think_end_id
+        # what an exit forces: the think-end token, or the answer trigger's tokens
+        self.exit_ids: list[int] = list(self.markers.exit_ids)
         self.stop_ids = self._stop_ids()
 
     @property
@@ -127,6 +119,39 @@ class SpecExitGenerator:
         # a model without think tokens skips its reasoning when the prompt already asks for the answer
         return ids + self.exit_ids if self.implicit and not enable_thinking else ids
 
+    # -- the backend protocol (backend.Backend) ----------------------------------------------------
+    name = "torch"
+    batched = False  # one request at a time
+
+    def prepare(self, mode: str) -> None:
+        """Nothing to start: the models are loaded."""
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return [
+            self.generate(
+                input_ids=r.input_ids,
+                mode=r.mode,
+                max_new_tokens=r.max_new_tokens,
+                sampling=r.sampling,
+                tree=r.tree,
+                exit_config=r.exit_config,
+                probe=r.probe,
+            )
+            for r in requests
+        ]
+
+    def describe(self) -> dict:
+        d = {
+            "backend": self.name,
+            "threads": torch.get_num_threads(),
+            "target": str(getattr(self.target.model, "name_or_path", "")),
+            "target_params_m": round(sum(p.numel() for p in self.target.model.parameters()) / 1e6, 2),
+            "draft_signals": self.draft.signals if self.draft is not None else None,
+        }
+        if self.implicit:  # a model without think tokens: how its reasoning span is delimited
+            d.update(answer_trigger=self.answer_trigger, answer_markers=list(self.answer_markers))
+        return d
+
     def generate(self, prompt: str | None = None, **kw) -> GenerationResult:
         stream = self.stream(prompt, **kw)
         for _ in stream:
@@ -148,8 +173,9 @@ class SpecExitGenerator:
         enable_thinking: bool = True,
         system: str | None = None,
         profile: RoundProfile | None = None,
-        probe: ProbeConfig | None = None,
+        probe: JudgeFactory | None = None,
     ) -> GenerationStream:
+        """``probe``: a judge that replaces the signal rule (e.g. ``probe.ProbeConfig``, mode 'spec')."""
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
@@ -174,110 +200,75 @@ class SpecExitGenerator:
         if not input_ids:
             raise ConfigError("input_ids is empty")
         sampling = sampling or SamplingParams()
-        policy = ExitPolicy(
+        control = ExitController(
             exit_config,
-            BoundaryDetector(
-                lambda i: self.tokenizer.decode([i]), exit_config.paragraph_boundaries, exit_config.connectors
-            ),
-            self.think_start_id,
-            self.think_end_id if self.think_end_id is not None else -1,
-            available_signals=self.draft.signals if self.draft is not None else [],
+            self.tokenizer,
+            input_ids,
+            self.markers,
+            self.draft.signals if self.draft is not None else [],
             enabled=mode == "specexit",
-            judge=ProbeJudge(self.target, self.tokenizer, probe, self.exit_ids, self.stop_ids, self.implicit)
-            if probe
-            else None,
-            answer_markers=self.answer_markers if self.implicit else None,
+            stop_ids=self.stop_ids,
+            judge=probe.make_judge(self.target, self.tokenizer, self.markers, self.stop_ids) if probe else None,
         )
-        tail = self.tokenizer.decode(input_ids[-8:], skip_special_tokens=False)
-        n = len(self.exit_ids)
-        asks_answer = self.implicit and list(input_ids[-n:]) == self.exit_ids
-        policy.start(input_ids, tail, opened=not asks_answer if self.implicit else None)
         out = GenerationStream(iter(()))
         out._chunks = self._chunks(
-            out, list(input_ids), mode, max_new_tokens, sampling, tree or TreeConfig(), policy, profile
+            out, list(input_ids), mode, max_new_tokens, sampling, tree or TreeConfig(), control, profile
         )
         return out
 
     # ------------------------------------------------------------------------------------------
-    def _chunks(self, out: GenerationStream, prompt_ids, mode, max_new, sampling, tree_cfg, policy, profile):
+    def _chunks(self, out: GenerationStream, prompt_ids, mode, max_new, sampling, tree_cfg, control, profile):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
-        opened = policy.in_thinking
+        opened = control.opened
         detok = IncrementalDetokenizer(self.tokenizer)
-        phase = "reasoning" if opened else "answer"
         generated: list[int] = []
         accept_lengths: list[int] = []
         finish = "length"
 
-        def emit(tokens: list[int]) -> Iterator[StreamChunk]:
-            nonlocal phase
-            for seg in _segments(tokens, {self.think_start_id, self.think_end_id}):
-                if seg[0] in (self.think_start_id, self.think_end_id) and len(seg) == 1:
-                    phase = "reasoning" if seg[0] == self.think_start_id else "answer"
-                    yield StreamChunk(seg, detok.push(seg), "marker")
-                else:
-                    yield StreamChunk(seg, detok.push(seg), phase)
-
         steps = (
             self._vanilla(prompt_ids, max_new, sampling, gen)
             if mode == "vanilla"
-            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, policy, gen, profile)
+            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, control, gen, profile)
         )
         try:
-            for tokens, accepted in steps:
-                stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
-                if stop_at is not None:
-                    tokens = tokens[: stop_at + 1]
-                tokens = tokens[: max_new - len(generated)]
-                if not (mode != "vanilla" and policy.can_exit):  # else the speculative loop steps the policy
-                    policy.step(tokens, None)
+            for step_tokens, accepted in steps:
+                tokens = control.visible(step_tokens, max_new - len(generated))
+                if not (mode != "vanilla" and control.can_exit):  # else the speculative loop steps the policy
+                    control.observe(tokens)
                 generated += tokens
                 if accepted is not None:
                     accept_lengths.append(accepted)
                 if tokens:
-                    yield from emit(tokens)
-                if stop_at is not None and tokens and tokens[-1] in self.stop_ids:
+                    yield StreamChunk(tokens, detok.push(tokens))
+                if tokens and tokens[-1] in self.stop_ids:
                     finish = "stop"
                     break
                 if len(generated) >= max_new:
                     break
             tail = detok.flush()  # a held-back partial character
             if tail:
-                yield StreamChunk([], tail, phase)
+                yield StreamChunk([], tail)
         except GeneratorExit:  # the consumer stopped early (client gone, stop string): still report
             finish = "abort"
             raise
         finally:
-            out.result = self._result(mode, prompt_ids, generated, accept_lengths, policy, opened, finish, t0)
-
-    def _result(self, mode, prompt_ids, generated, accept_lengths, policy, opened, finish, t0) -> GenerationResult:
-        body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
-        if self.implicit:
-            reasoning_ids, answer_ids = body[: policy.thinking_tokens], body[policy.thinking_tokens :]
-        else:
-            reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
-        answer = self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
-        if self.implicit and not answer and policy.in_thinking and finish == "stop":
-            # the model ended without any answer marker: its last paragraph is its answer
-            answer = last_paragraph(self.tokenizer.decode(reasoning_ids, skip_special_tokens=True))
-        record = policy.record
-        return GenerationResult(
-            mode=mode,
-            text=self.tokenizer.decode(body, skip_special_tokens=False),
-            reasoning=self.tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
-            answer=answer,
-            token_ids=list(generated),
-            prompt_tokens=len(prompt_ids),
-            new_tokens=len(generated),
-            thinking_tokens=policy.thinking_tokens,
-            accept_lengths=list(accept_lengths),
-            exited_early=record is not None,
-            exit=record.to_dict() if record is not None else None,
-            finish_reason=finish,
-            wall_s=time.perf_counter() - t0,
-            signal_history=list(policy.history),
-            probe_calls=policy.judge_calls,
-        )
+            out.result = build_result(
+                self.tokenizer,
+                self.markers,
+                mode=mode,
+                prompt_ids=prompt_ids,
+                generated=generated,
+                stop_ids=self.stop_ids,
+                opened=opened,
+                control=control,
+                finish_reason=finish,
+                wall_s=time.perf_counter() - t0,
+                accept_lengths=accept_lengths,
+                exit=control.exit_dict(),
+                signal_history=control.history,
+                probe_calls=control.judge_calls,
+            )
 
     def _choose(self, logits: torch.Tensor, sampling: SamplingParams, gen) -> int:
         if sampling.greedy:
@@ -295,10 +286,10 @@ class SpecExitGenerator:
             logits, _ = self.target.forward(torch.tensor([[tok]]), cache, last_only=True)
 
     @torch.inference_mode()
-    def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, policy: ExitPolicy, gen, profile=None):
+    def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, control: ExitController, gen, profile=None):
         target, draft = self.target, self.draft
         assert draft is not None
-        exits = policy.can_exit
+        exits = control.can_exit
         proposer = self.proposer_factory(draft, tree_cfg, sampling)
         cache = target.new_cache()
         logits, hidden = target.forward(torch.tensor([prompt_ids]), cache)
@@ -306,7 +297,7 @@ class SpecExitGenerator:
         fused, _ = draft.fuse(hidden)
         proposer.commit(fused, [*prompt_ids[1:], first])
         if exits:
-            policy.step([first], None)  # prompt positions carry no signal
+            control.observe([first])  # prompt positions carry no signal
         yield [first], None
         pending = [first]
         produced = 1
@@ -336,26 +327,12 @@ class SpecExitGenerator:
                 fused, sig = draft.fuse(known)
                 forced, kept = False, len(emitted)
                 if exits:
-                    signals = {n: float(v.mean()) for n, v in sig.items()} if sig and policy.enabled else None
-                    per_token = None
-                    if signals is not None and policy.config.readout == "boundary":
-                        # state after the previous round's last token, then after each accepted token;
-                        # the bonus token's state only exists next round
-                        rows = {n: v[p - 1 :].tolist() for n, v in sig.items()}
-                        per_token = [{n: r[k] for n, r in rows.items()} for k in range(len(acc) + 1)] + [None]
-                    if isinstance(policy.judge, ProbeJudge):
-                        policy.judge.round(cache, past + p, len(acc), verdict.bonus)
-                    # the policy must not see tokens the caller will drop (stop token / length cap)
-                    visible = _truncate(emitted, self.stop_ids, max_new - produced)
-                    # an exit needs room for the forced think-end token(s) within max_new_tokens
-                    decision = policy.step(
-                        visible,
-                        signals,
-                        max_keep=max_new - produced - len(self.exit_ids),
-                        token_signals=per_token[: len(visible) + 1] if per_token is not None else None,
-                    )
+                    # sig: over the pending and accepted positions; the bonus token's state comes next round
+                    where = CacheRound(cache, past + p, len(acc), verdict.bonus)
+                    decision = control.round(emitted, sig, max_new - produced, judge_context=where)
                     if decision.exit:
-                        emitted, forced, kept = [*visible[: decision.keep], *self.exit_ids], True, decision.keep
+                        kept, forced = decision.keep, True
+                        emitted = [*decision.visible[:kept], *self.exit_ids]
             produced += len(emitted)
             if profile is not None:
                 profile.rounds += 1
@@ -377,23 +354,3 @@ class SpecExitGenerator:
 
 def _untimed(_name: str) -> nullcontext:
     return nullcontext()
-
-
-def _truncate(tokens: list[int], stop_ids: set[int], budget: int) -> list[int]:
-    stop_at = next((i for i, t in enumerate(tokens) if t in stop_ids), None)
-    if stop_at is not None:
-        tokens = tokens[: stop_at + 1]
-    return tokens[: max(budget, 0)]
-
-
-def _segments(tokens: list[int], markers: set[int | None]):
-    """Split a token list so that each marker token stands alone (for phase tagging)."""
-    start = 0
-    for i, t in enumerate(tokens):
-        if t in markers:
-            if i > start:
-                yield tokens[start:i]
-            yield [t]
-            start = i + 1
-    if start < len(tokens):
-        yield tokens[start:]

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass, field
 from .answer_trigger import MarkerScanner
 from .boundaries import BoundaryDetector
 from .errors import ConfigError
+from .signals import SIGNAL_NAMES, passes
+from .span import prompt_opens_thinking
 
-SIGNAL_NAMES: tuple[str, ...] = ("confidence", "progress", "remain")
-# remain counts tokens still to come: small is good.  The other two are probabilities: large is good.
-_LOWER_IS_BETTER = frozenset({"remain"})
 DEFAULT_THRESHOLDS: dict[str, float] = {"confidence": 0.8, "progress": 0.3, "remain": 200.0}
 SMOOTHING_METHODS: tuple[str, ...] = ("ewma", "momentum", "window", "none")
 READOUTS: tuple[str, ...] = ("round", "boundary")
@@ -148,10 +147,6 @@ class ExitDecision:
         return self.keep is not None
 
 
-def passes(name: str, value: float, threshold: float) -> bool:
-    return value < threshold if name in _LOWER_IS_BETTER else value > threshold
-
-
 class ExitPolicy:
     """Tracks the thinking span and applies the exit rule round by round."""
 
@@ -194,9 +189,7 @@ class ExitPolicy:
         if opened is not None:
             self.in_thinking = opened
             return
-        last_start = max((i for i, t in enumerate(prompt_ids) if t == self.think_start_id), default=-1)
-        last_end = max((i for i, t in enumerate(prompt_ids) if t == self.think_end_id), default=-1)
-        self.in_thinking = last_start > last_end
+        self.in_thinking = prompt_opens_thinking(prompt_ids, self.think_start_id, self.think_end_id)
 
     @property
     def can_exit(self) -> bool:

@@ -9,11 +9,13 @@ is cropped back, so generation continues exactly as if no probe had run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from .exit_control import CacheRound
+from .span import SpanMarkers
 from .target import TargetModel, crop_cache
 
 
@@ -67,10 +69,15 @@ class ProbeConfig:
     max_tokens: int = 12
     answer_prefix: str = "\n\nThe answer is \\boxed{"
 
+    def make_judge(self, target: TargetModel, tokenizer, markers: SpanMarkers, stop_ids: Collection[int]) -> ProbeJudge:
+        """The judge of one request (``exit_control.JudgeFactory``)."""
+        return ProbeJudge(target, tokenizer, self, markers.exit_ids, set(stop_ids), markers.implicit)
+
 
 class ProbeJudge:
-    """The ``judge`` of an ExitPolicy for the probing baseline.  The engine tells it, each round, where
-    this round's tokens sit in the KV cache; the policy asks it about one boundary at a time."""
+    """The ``judge`` of an exit controller for the probing baseline.  The engine tells it, each round,
+    where this round's tokens sit in the KV cache (``exit_control.CacheRound``); the policy asks it about
+    one boundary at a time."""
 
     def __init__(
         self,
@@ -87,26 +94,19 @@ class ProbeJudge:
         prefix = [] if trigger else tokenizer.encode(cfg.answer_prefix, add_special_tokens=False)
         self.prefix_ids = [*exit_ids, *prefix]
         self.stop_ids = stop_ids
-        self.cache = None
-        self.base = self.accepted = self.bonus = 0
-        self.probes = 0
-        self.probe_tokens = 0
+        self.where: CacheRound | None = None
 
-    def round(self, cache, base: int, accepted: int, bonus: int) -> None:
-        """``base``: cached positions before this round's accepted tokens; ``accepted``: how many of this
-        round's tokens are in the cache (the bonus token is not)."""
-        self.cache, self.base, self.accepted, self.bonus = cache, base, accepted, bonus
+    def begin_round(self, context: CacheRound) -> None:
+        self.where = context
 
     def _closed(self, ids: list[int]) -> bool:
         return "}" in self.tok.decode(ids)
 
     def __call__(self, keep: int) -> tuple[bool, float]:
-        visible = self.base + min(keep, self.accepted)
-        feed = ([self.bonus] if keep > self.accepted else []) + self.prefix_ids
-        toks, probs = trial_answer(
-            self.target, self.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed
-        )
-        self.probes += 1
-        self.probe_tokens += len(toks) + len(feed)
+        w = self.where
+        assert w is not None, "begin_round() gives the judge the round's place in the cache first"
+        visible = w.base + min(keep, w.accepted)
+        feed = ([w.bonus] if keep > w.accepted else []) + self.prefix_ids
+        _, probs = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
         score = sum(probs) / len(probs)
         return score > self.cfg.threshold, score

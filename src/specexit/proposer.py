@@ -63,11 +63,6 @@ class DraftProposer:
         self.last_pos = -1
         self.vocab_map = draft.draft_to_target
 
-    def reset(self) -> None:
-        self.kv = DraftKV()
-        self.last_hidden = self.last_logits = None
-        self.last_pos = -1
-
     @torch.inference_mode()
     def commit(self, fused: torch.Tensor, next_tokens: list[int]) -> None:
         """Append (fused target feature at position t, token t+1) pairs to the draft cache."""
@@ -80,10 +75,6 @@ class DraftProposer:
         self.kv.commit()
         self.last_hidden, self.last_pos = h[-1], start + t - 1
         self.last_logits = self.draft.logits(h[-1:])[0]
-
-    def rollback(self, length: int) -> None:
-        """Keep only the first ``length`` committed pairs (used after a forced exit)."""
-        self.kv.crop(length)
 
     def _expand(self, logits: torch.Tensor, gen: torch.Generator | None):
         """Children of m nodes at once, from draft logits [m, Vd]: target ids [m][k] (in draw order),

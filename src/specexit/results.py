@@ -6,7 +6,14 @@ the trace generator and the server read one shape.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .span import SpanMarkers, split_output
+
+if TYPE_CHECKING:
+    from .exit_control import ExitController
 
 MODES = ("vanilla", "spec", "specexit")
 
@@ -15,7 +22,6 @@ MODES = ("vanilla", "spec", "specexit")
 class StreamChunk:
     token_ids: list[int]
     text: str  # decoded text delta
-    phase: str  # "reasoning" | "answer" | "marker" (the think-start / think-end token itself)
 
 
 @dataclass
@@ -64,3 +70,46 @@ class GenerationResult:
         if history:
             d["signal_history"] = [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in self.signal_history]
         return d
+
+
+def build_result(
+    tokenizer,
+    markers: SpanMarkers,
+    *,
+    mode: str,
+    prompt_ids: Sequence[int],
+    generated: Sequence[int],
+    stop_ids: Collection[int],
+    opened: bool,
+    control: ExitController,
+    finish_reason: str,
+    wall_s: float,
+    accept_lengths: Sequence[int] = (),
+    exit: dict | None = None,
+    signal_history: list | None = None,
+    probe_calls: int = 0,
+) -> GenerationResult:
+    """A GenerationResult from an output's token ids, as both backends build it.  ``control``: the
+    request's exit controller after it has seen the whole output (it counts the thinking tokens);
+    ``opened``: the prompt itself opened the thinking span."""
+    generated = list(generated)
+    body = generated[:-1] if generated and generated[-1] in stop_ids else generated
+    open_at_end = control.in_thinking and finish_reason == "stop"
+    reasoning, answer = split_output(tokenizer, body, markers, opened, control.thinking_tokens, open_at_end)
+    return GenerationResult(
+        mode=mode,
+        text=tokenizer.decode(body, skip_special_tokens=False),
+        reasoning=reasoning,
+        answer=answer,
+        token_ids=generated,
+        prompt_tokens=len(prompt_ids),
+        new_tokens=len(generated),
+        thinking_tokens=control.thinking_tokens,
+        accept_lengths=list(accept_lengths),
+        exited_early=exit is not None,
+        exit=exit,
+        finish_reason=finish_reason,
+        wall_s=wall_s,
+        signal_history=list(signal_history or []),
+        probe_calls=probe_calls,
+    )

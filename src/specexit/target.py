@@ -151,10 +151,6 @@ def _layers(cache: DynamicCache) -> list[DynamicLayer]:
     return layers
 
 
-def cache_length(cache: DynamicCache) -> int:
-    return cache.get_seq_length()
-
-
 def crop_cache(cache: DynamicCache, length: int) -> None:
     """Roll back: keep the first ``length`` positions."""
     for layer in _layers(cache):

@@ -38,12 +38,6 @@ class DraftTree:
         return path[::-1]
 
     @staticmethod
-    def chain(tokens: list[int]) -> DraftTree:
-        return DraftTree(
-            tokens=list(tokens), parents=list(range(-1, len(tokens) - 1)), depths=list(range(1, len(tokens) + 1))
-        )
-
-    @staticmethod
     def empty() -> DraftTree:
         return DraftTree(tokens=[], parents=[], depths=[])
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
-
-if TYPE_CHECKING:
-    from ..proposer import TreeConfig
+from ..cli_options import add_backend_args, add_dtype_args, add_think_args, add_tree_arg, parse_tree
 
 DEFAULT_METHODS = "vanilla,spec,specexit,budget:256,probe,nothink"
 
@@ -28,11 +25,9 @@ def register(sub) -> None:
     b.add_argument("--temperature", type=float, default=0.0)
     b.add_argument("--top-p", type=float, default=1.0)
     b.add_argument("--max-new-tokens", type=int, default=1024)
-    b.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching, or chain:DEPTH")
-    b.add_argument("--dtype", default="float32")
-    b.add_argument("--draft-dtype", default=None)
-    b.add_argument("--think-start", default="<think>")
-    b.add_argument("--think-end", default="</think>")
+    add_tree_arg(b)
+    add_dtype_args(b)
+    add_think_args(b)
     add_answer_trigger_args(b)
     b.add_argument("--system", default=None)
     b.add_argument("--out", required=True, help="results folder (a rerun resumes)")
@@ -48,9 +43,7 @@ def register(sub) -> None:
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--batch-size", type=int, default=1,
                    help="vLLM backend: questions of one method per LLM.generate call")  # fmt: skip
-    from ..cli import _backend_args
-
-    _backend_args(b)
+    add_backend_args(b)
 
 
 def run(a) -> int:
@@ -64,11 +57,9 @@ def run(a) -> int:
 
     try:
         seeds = tuple(int(s) for s in a.seeds.split(",") if s.strip())
-        tree = parse_tree(a.tree)
     except ValueError:
-        raise ConfigError(
-            f"--seeds must be integers and --tree total,depth,branching or chain:DEPTH (got {a.seeds!r}, {a.tree!r})"
-        ) from None
+        raise ConfigError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+    tree = parse_tree(a.tree)
     if not seeds:
         raise ConfigError("--seeds is empty")
     try:
@@ -123,18 +114,6 @@ def run(a) -> int:
     print(to_markdown(rows))
     print(f"results, summary.json, summary.md and plots in {Path(a.out)}")
     return 0
-
-
-def parse_tree(text: str) -> TreeConfig:
-    """``60,6,10`` (dynamic tree: total tokens, depth, branching) or ``chain:4`` (a chain of 4 drafts:
-    on a CPU the cheapest to verify)."""
-    from ..proposer import TreeConfig
-
-    if text.startswith("chain:"):
-        depth = int(text.removeprefix("chain:"))
-        return TreeConfig(total_tokens=depth, depth=depth, branching=1, chain=True)
-    total, depth, branching = (int(x) for x in text.split(","))
-    return TreeConfig(total_tokens=total, depth=depth, branching=branching)
 
 
 def _methods_of_run(out: str) -> str:

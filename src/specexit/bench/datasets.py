@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..prompts import DataError, load_prompts
+from ..jsonl import DataError
+from ..prompts import load_prompts
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ..cli_options import parse_pairs
 from ..errors import ConfigError
 from ..exit_policy import DEFAULT_THRESHOLDS, SIGNAL_NAMES, ExitConfig
 from ..probe import ProbeConfig
@@ -53,18 +54,6 @@ def split_methods(text: str) -> list[str]:
     return [m for m in out if m]
 
 
-def _knobs(label: str, body: str) -> dict[str, str]:
-    knobs = {}
-    for part in body.split(","):
-        if not part.strip():
-            continue
-        k, sep, v = part.partition("=")
-        if not sep:
-            raise ConfigError(f"method {label!r}: knob {part!r} must look like name=value")
-        knobs[k.strip()] = v.strip()
-    return knobs
-
-
 def _num(label: str, key: str, value: str, kind=float):
     try:
         return kind(value)
@@ -77,7 +66,7 @@ def parse_method(label: str, base: ExitConfig | None = None) -> Method:
     name, _, rest = label.partition("[")
     if rest and not rest.endswith("]"):
         raise ConfigError(f"method {label!r}: knobs go in brackets, e.g. specexit[confidence=0.7]")
-    knobs = _knobs(label, rest[:-1]) if rest else {}
+    knobs = parse_pairs(rest[:-1], f"method {label!r}: knob") if rest else {}
     name, _, arg = name.partition(":")
     if name not in KINDS:
         raise ConfigError(f"unknown method {name!r}; choose from {', '.join(KINDS)} (e.g. budget:256)")

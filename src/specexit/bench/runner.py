@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..engine import SpecExitGenerator
+from ..backend import Backend, GenerationRequest
 from ..errors import ConfigError
-from ..prompts import drop_torn_tail
+from ..jsonl import drop_torn_tail
 from ..proposer import TreeConfig
 from ..sampling import SamplingParams
 from ..scoring import score
@@ -60,40 +60,25 @@ def _seed(cfg: BenchConfig, seed: int, index: int) -> int | None:
     return (seed * 1_000_003 + index) if cfg.temperature else None
 
 
-def run_one(gen: SpecExitGenerator, problem: Problem, method: Method, seed: int, cfg: BenchConfig, index: int) -> dict:
-    sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=_seed(cfg, seed, index))
-    ids = gen.encode_prompt(problem.question, enable_thinking=method.enable_thinking, system=cfg.system)
-    r = gen.generate(
-        input_ids=ids,
-        mode=method.mode,
-        max_new_tokens=cfg.max_new_tokens,
-        sampling=sampling,
-        tree=cfg.tree,
-        exit_config=method.exit_config,
-        probe=method.probe,
-    )
-    return make_record(r, problem, method, seed, index)
-
-
-def run_batch_vllm(backend, jobs: list[tuple[int, Problem, Method, int]], cfg: BenchConfig) -> list[dict]:
-    """One ``LLM.generate`` call for a batch of jobs of the same method (vLLM batches them)."""
-    from ..vllm_plugin.backend import VLLMRequest
-
+def run_batch(backend: Backend, jobs: list[tuple[int, Problem, Method, int]], cfg: BenchConfig) -> list[dict]:
+    """One ``generate_batch`` call for jobs of one method (a batched backend runs them together)."""
     reqs = []
     for i, p, m, s in jobs:
         ids = backend.encode_prompt(p.question, enable_thinking=m.enable_thinking, system=cfg.system)
+        sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=_seed(cfg, s, i))
         # the backend sends the exit config only where it acts: specexit, or a thinking budget
         reqs.append(
-            VLLMRequest(ids, m.mode, cfg.max_new_tokens, cfg.temperature, cfg.top_p, _seed(cfg, s, i), m.exit_config)
+            GenerationRequest(ids, m.mode, cfg.max_new_tokens, sampling, m.exit_config, probe=m.probe, tree=cfg.tree)
         )
-    backend.engine(backend.engine_kind(jobs[0][2].mode))  # start-up is not a batch's time
+    backend.prepare(jobs[0][2].mode)  # start-up is not a batch's time
     t0 = time.perf_counter()
-    results = backend.generate(reqs)
+    results = backend.generate_batch(reqs)
     wall = time.perf_counter() - t0
     recs = []
     for (i, p, m, s), r in zip(jobs, results, strict=True):
         rec = make_record(r, p, m, s, i)
-        rec.update(batch_size=len(jobs), batch_wall_s=round(wall, 5))
+        if backend.batched:
+            rec.update(batch_size=len(jobs), batch_wall_s=round(wall, 5))
         recs.append(rec)
     return recs
 
@@ -129,7 +114,7 @@ def make_record(r, problem: Problem, method: Method, seed: int, index: int) -> d
 
 
 def run_bench(
-    gen: SpecExitGenerator,
+    gen: Backend,
     problems: list[Problem],
     methods: list[Method],
     cfg: BenchConfig,
@@ -138,8 +123,8 @@ def run_bench(
     shard: tuple[int, int] = (0, 1),
     batch_size: int = 1,
 ) -> Path:
-    """``gen``: a SpecExitGenerator (one question at a time) or a VLLMBackend (``batch_size`` questions
-    of one method and seed per ``LLM.generate`` call)."""
+    """``gen``: a backend; a batched one (vLLM) gets ``batch_size`` questions of one method and seed per
+    call, the PyTorch engine one question at a time."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k, n = shard
@@ -152,11 +137,10 @@ def run_bench(
     # a shard takes whole (seed, problem) units, so all methods of a question run on the same core
     units = [(s, i, p) for s in cfg.seeds for i, p in enumerate(problems)]
     mine = units[k::n]
-    vllm = not isinstance(gen, SpecExitGenerator)
-    if batch_size < 1 or (batch_size > 1 and not vllm):
+    if batch_size < 1 or (batch_size > 1 and not gen.batched):
         raise ConfigError("--batch-size > 1 needs --backend vllm (the torch engine runs one question at a time)")
     jobs = [(i, p, m, s) for s, i, p in mine for m in methods if (p.id, m.label, s) not in done]
-    if vllm:  # batches of one method and seed, problems in order
+    if gen.batched:  # batches of one method and seed, problems in order
         groups: dict[tuple[str, int], list] = {}
         for job in jobs:
             groups.setdefault((job[2].label, job[3]), []).append(job)
@@ -172,10 +156,7 @@ def run_bench(
             return path
         with path.open("a", encoding="utf-8") as f:
             for batch in batches:
-                if vllm:
-                    recs = run_batch_vllm(gen, batch, cfg)
-                else:
-                    recs = [run_one(gen, p, m, s, cfg, i) for i, p, m, s in batch]
+                recs = run_batch(gen, batch, cfg)
                 for rec in recs:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
@@ -188,7 +169,7 @@ def run_bench(
     return path
 
 
-def environment(gen, cfg: BenchConfig, methods: list[Method], n_problems: int, batch_size: int = 1) -> dict:
+def environment(gen: Backend, cfg: BenchConfig, methods: list[Method], n_problems: int, batch_size: int = 1) -> dict:
     import transformers
 
     env: dict = {
@@ -205,21 +186,13 @@ def environment(gen, cfg: BenchConfig, methods: list[Method], n_problems: int, b
         "top_p": cfg.top_p,
         "max_new_tokens": cfg.max_new_tokens,
     }
-    if not isinstance(gen, SpecExitGenerator):  # the vLLM backend
-        import vllm
-
-        env["versions"]["vllm"] = vllm.__version__
-        env.update(backend="vllm", target=gen.target, draft_signals=gen.signals if gen.draft else None,
-                   num_speculative_tokens=gen.k, batch_size=batch_size)  # fmt: skip
-        return env
-    env["machine"]["threads"] = torch.get_num_threads()
-    env.update(
-        backend="torch",
-        target=str(getattr(gen.target.model, "name_or_path", "")),
-        target_params_m=round(sum(p.numel() for p in gen.target.model.parameters()) / 1e6, 2),
-        draft_signals=gen.draft.signals if gen.draft is not None else None,
-        tree=[cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain],
-    )
-    if gen.implicit:  # a model without think tokens: how its reasoning span is delimited
-        env.update(answer_trigger=gen.answer_trigger, answer_markers=list(gen.answer_markers))
+    about = gen.describe()
+    if "threads" in about:
+        env["machine"]["threads"] = about.pop("threads")
+    env["versions"].update(about.pop("versions", {}))
+    env.update(about)
+    if gen.batched:
+        env["batch_size"] = batch_size
+    else:
+        env["tree"] = [cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain]
     return env

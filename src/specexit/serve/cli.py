@@ -1,7 +1,7 @@
 """``specexit serve``: load a target (and draft) and serve them over an OpenAI-compatible HTTP API.
 
 FastAPI and uvicorn are imported only by ``run`` so that registering the sub-command costs nothing.
-Standalone use (before the sub-command is wired into ``specexit``): ``python -m specexit.serve.cli serve ...``.
+``python -m specexit.serve.cli serve ...`` is the same as ``specexit serve ...``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,16 @@ import logging
 import sys
 from pathlib import Path
 
-
-def _thresholds(text: str) -> dict[str, float]:
-    from ..cli import _thresholds as parse
-
-    return parse(text)
+from ..cli_options import (
+    add_backend_args,
+    add_dtype_args,
+    add_exit_args,
+    add_mode_arg,
+    add_think_args,
+    add_tree_arg,
+    exit_config_from_args,
+    parse_tree,
+)
 
 
 def register(sub) -> None:
@@ -28,26 +33,16 @@ def register(sub) -> None:
     s.add_argument("--max-queue", type=int, default=16, help="requests that may wait behind the running one (then 503)")
     s.add_argument("--max-tokens-cap", type=int, default=8192, help="largest max_tokens a request may ask for")
     s.add_argument("--default-max-tokens", type=int, default=1024, help="max_tokens when a request gives none")
-    s.add_argument("--mode", choices=["vanilla", "spec", "specexit"], default=None,
-                   help="default mode (specexit with a signal draft, spec with a plain one, else vanilla)")  # fmt: skip
-    s.add_argument("--dtype", default="float32", help="target precision: float32 | bfloat16 | float16")
-    s.add_argument("--draft-dtype", default=None, help="draft precision (default: the target's)")
-    s.add_argument("--tree", default="60,6,10", help="total_tokens,depth,branching")
-    s.add_argument("--thresholds", type=_thresholds, default=None,
-                   help="default exit thresholds, e.g. confidence=0.8,progress=0.3,remain=200")  # fmt: skip
-    s.add_argument("--smoothing", default="ewma", choices=["ewma", "momentum", "window", "none"])
-    s.add_argument("--readout", default="round", choices=["round", "boundary"], help="signal read-out")
-    s.add_argument("--alpha", type=float, default=0.1)
-    s.add_argument("--window", type=int, default=10)
-    s.add_argument("--min-thinking-tokens", type=int, default=0)
-    s.add_argument("--connectors", default="", help="comma-separated connector words, e.g. Wait,But,So")
-    s.add_argument("--think-start", default="<think>")
-    s.add_argument("--think-end", default="</think>")
+    add_mode_arg(s, "default mode (specexit with a signal draft, spec with a plain one, else vanilla)")
+    add_dtype_args(s)
+    add_tree_arg(s)
+    # requests may override these (the server's default exit rule)
+    add_exit_args(s, thresholds_default="those of the signals the draft predicts")
+    add_think_args(s)
     s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    s.add_argument("--backend", choices=["torch", "vllm"], default="torch",
-                   help="torch: this server; vllm: vLLM's OpenAI server + the SpecExit plugin")  # fmt: skip
-    s.add_argument("--num-speculative-tokens", type=int, default=5, help="vLLM backend: draft chain length")
+    # vLLM's server takes its context length through --vllm-arg
+    add_backend_args(s, "torch: this server; vllm: vLLM's OpenAI server + the SpecExit plugin", max_model_len=False)
     s.add_argument("--max-num-seqs", type=int, default=16, help="vLLM backend: requests batched together")
     s.add_argument("--reasoning-parser", default="qwen3", help="vLLM backend: splits reasoning_content")
     s.add_argument("--vllm-arg", action="append", default=[], help="vLLM backend: extra `vllm serve` argument")
@@ -56,14 +51,10 @@ def register(sub) -> None:
 def build_config(a: argparse.Namespace, signals: list[str] | None):
     """ServeConfig from parsed arguments (``signals``: those the loaded draft predicts, None without a draft)."""
     from ..errors import ConfigError
-    from ..exit_policy import DEFAULT_THRESHOLDS, ExitConfig
-    from ..proposer import TreeConfig
+    from ..exit_policy import DEFAULT_THRESHOLDS
     from .app import ServeConfig
 
-    try:
-        total, depth, branching = (int(x) for x in a.tree.split(","))
-    except ValueError:
-        raise ConfigError(f"--tree must be total_tokens,depth,branching, got {a.tree!r}") from None
+    tree = parse_tree(a.tree)
     if a.max_queue < 1 or a.max_tokens_cap < 1 or not 0 < a.default_max_tokens <= a.max_tokens_cap:
         raise ConfigError("--max-queue and --max-tokens-cap must be >= 1, --default-max-tokens in [1, cap]")
     if a.mode in ("spec", "specexit") and signals is None:
@@ -72,17 +63,7 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
         raise ConfigError("--mode specexit needs a draft that predicts exit signals (this one predicts none)")
     signals = signals or []
     default = {n: v for n, v in DEFAULT_THRESHOLDS.items() if n in signals} or dict(DEFAULT_THRESHOLDS)
-    exit_config = ExitConfig(
-        thresholds=a.thresholds if a.thresholds is not None else default,
-        smoothing=a.smoothing,
-        readout=a.readout,
-        alpha=a.alpha,
-        window=a.window,
-        min_thinking_tokens=a.min_thinking_tokens,
-        connectors=tuple(c.strip() for c in a.connectors.split(",") if c.strip()),
-        think_start=a.think_start,
-        think_end=a.think_end,
-    )
+    exit_config = exit_config_from_args(a, default)
     exit_config.validate(signals, enabled=bool(signals))
     return ServeConfig(
         model_name=a.model_name or Path(a.target).resolve().name,
@@ -90,7 +71,7 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
         max_tokens_cap=a.max_tokens_cap,
         default_max_tokens=a.default_max_tokens,
         default_mode=a.mode,
-        tree=TreeConfig(total_tokens=total, depth=depth, branching=branching),
+        tree=tree,
         exit_config=exit_config,
     )
 
@@ -104,7 +85,8 @@ def vllm_command(a: argparse.Namespace, draft_dir: str | None) -> tuple[list[str
     import json
     import os
 
-    from ..vllm_plugin.config import DEFAULT_SETTINGS_ENV, signal_names
+    from ..signals import signal_names
+    from ..vllm_plugin.config import DEFAULT_SETTINGS_ENV
 
     signals = signal_names(json.loads((Path(draft_dir) / "config.json").read_text())) if draft_dir else None
     cfg = build_config(a, signals)
@@ -172,21 +154,7 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..errors import SpecExitError
+if __name__ == "__main__":  # benchmarks/load_test.py starts the server this way: the main CLI does the rest
+    from ..cli import main
 
-    parser = argparse.ArgumentParser(prog="specexit", description="SpecExit server")
-    register(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    try:
-        return run(args)
-    except SpecExitError as e:
-        print(f"specexit: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 Validation is strict (JSON types are not coerced: ``"max_tokens": "10"`` is an error, as with
 OpenAI) so that a client bug shows up as a clear 400 instead of a silently different request.
 Unknown top-level fields are ignored (OpenAI clients send many optional ones), but fields that would
-change the output in a way this server cannot honour are rejected in :mod:`.app`.  Inside the
+change the output in a way this server cannot honour are rejected in :mod:`.planning`.  Inside the
 ``specexit`` object unknown fields are errors: a misspelt threshold must not silently fall back to a
 default.
 """
@@ -63,7 +63,7 @@ class ChatMessage(_Lenient):
     name: str | None = None
 
 
-class _GenerationFields(_Lenient):
+class GenerationFields(_Lenient):
     """Fields shared by chat and text completions."""
 
     model: str | None = None
@@ -83,7 +83,7 @@ class _GenerationFields(_Lenient):
     frequency_penalty: float | None = None
 
 
-class ChatCompletionRequest(_GenerationFields):
+class ChatCompletionRequest(GenerationFields):
     messages: list[ChatMessage] = Field(default_factory=list)
     max_completion_tokens: int | None = None
     chat_template_kwargs: dict[str, Any] | None = None  # e.g. {"enable_thinking": false} (vLLM convention)
@@ -91,7 +91,7 @@ class ChatCompletionRequest(_GenerationFields):
     response_format: dict[str, Any] | None = None
 
 
-class CompletionRequest(_GenerationFields):
+class CompletionRequest(GenerationFields):
     prompt: str | list[str] | list[int] | None = None
     echo: bool | None = None
     best_of: int | None = None

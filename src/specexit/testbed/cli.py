@@ -1,7 +1,8 @@
 """``specexit testbed data | train | eval``: build and measure the testbed "overthinker" model.
 
 Wire into the main CLI with ``register(subparsers)``; the parser it adds dispatches through
-``args.testbed_handler`` (or call ``run(args)``).  ``python -m specexit.testbed.cli testbed ...`` works too.
+``args.testbed_handler`` (or call ``run(args)``).  ``python -m specexit.testbed.cli testbed ...`` is the same as
+``specexit testbed ...``.
 """
 
 from __future__ import annotations
@@ -173,12 +174,7 @@ def run(a) -> int:
     return {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval}[a.testbed_cmd](a)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``specexit testbed ...`` through the main CLI (same parser, same error handling)."""
-    from ..cli import main as cli_main
+if __name__ == "__main__":  # the main CLI: same parser, same error handling
+    from ..cli import main
 
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpecExitError
+from ..jsonl import append_jsonl
+from ..train.loop import epoch_generator, optimizer_step, warmup_schedule
 from .problems import GENERATOR_VERSION, Trace, TraceConfig, training_mix
 from .tokenizer import DEFAULT_VOCAB_SIZE, EOS, check_tokenizer, prompt_text, train_tokenizer
 
@@ -165,7 +167,7 @@ def encode_examples(tok, cfg: TrainConfig) -> list[Example]:
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Seeded batches of one epoch, grouped by length (little padding): shuffle, sort within windows of
     64 batches, cut, shuffle the batches.  A partial last batch is dropped."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    g = epoch_generator(seed, epoch)  # the draft trainer's rule: a resumed run draws the same batches
     order = torch.randperm(len(lengths), generator=g).tolist()
     window = batch_size * 64
     batches = []
@@ -220,20 +222,9 @@ def build_model(cfg: TrainConfig, tok):
     return Qwen3ForCausalLM(config)
 
 
-def lr_lambda(cfg: TrainConfig):
-    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak at the last step."""
-    total, warm = cfg.steps, max(1, cfg.warmup_steps)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, total - warm))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
-
-
 def build_optimizer(model, cfg: TrainConfig):
+    """AdamW, no weight decay on vectors (norms); linear warm-up, then cosine decay to ``min_lr_ratio`` of
+    the peak at the last step."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -241,7 +232,7 @@ def build_optimizer(model, cfg: TrainConfig):
         lr=cfg.lr,
         betas=(0.9, cfg.beta2),
     )
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 
 
 def loss_fn(
@@ -385,46 +376,40 @@ def train(
     smooth = smooth_d = None
     digits = torch.tensor(sorted({i for d in "0123456789" for i in tok.encode(d, add_special_tokens=False)}))
     (out / LOG).parent.mkdir(parents=True, exist_ok=True)
-    with (out / LOG).open("a", encoding="utf-8") as log:
-        while step < end:
-            epoch, k = divmod(step, nb)
-            if epoch not in cache:
-                cache.clear()
-                cache[epoch] = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
-            batch = [examples[i] for i in cache[epoch][k]]
-            ids, labels = collate(batch, pad_id)
-            t = time.perf_counter()
-            loss, digit_loss = loss_fn(model, ids, labels, cfg.bf16, digits)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            dt = time.perf_counter() - t
-            step += 1
-            wall += dt
-            n_tok = sum(len(e.ids) for e in batch)
-            tokens += n_tok
-            value = float(loss.detach())
-            losses.append(value)
-            smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
-            if not math.isnan(digit_loss):
-                smooth_d = digit_loss if smooth_d is None else 0.98 * smooth_d + 0.02 * digit_loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.4f}", digits=f"{smooth_d:.3f}", tok_s=f"{tokens / wall:.0f}", refresh=False)
-            if step % 10 == 0 or step == end:
-                rec = {
-                    "step": step,
-                    "loss": round(smooth, 5),
-                    "digit_loss": round(smooth_d or 0.0, 5),
-                    "lr": sched.get_last_lr()[0],
-                    "tok_s": round(tokens / wall, 1),
-                    "wall_s": round(wall, 1),
-                }
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-            if step % cfg.checkpoint_every == 0 or step == end:
-                checkpoint()
+    while step < end:
+        epoch, k = divmod(step, nb)
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+        batch = [examples[i] for i in cache[epoch][k]]
+        ids, labels = collate(batch, pad_id)
+        t = time.perf_counter()
+        loss, digit_loss = loss_fn(model, ids, labels, cfg.bf16, digits)
+        optimizer_step(loss, opt, sched, model.parameters(), cfg.grad_clip)
+        dt = time.perf_counter() - t
+        step += 1
+        wall += dt
+        n_tok = sum(len(e.ids) for e in batch)
+        tokens += n_tok
+        value = float(loss.detach())
+        losses.append(value)
+        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+        if not math.isnan(digit_loss):
+            smooth_d = digit_loss if smooth_d is None else 0.98 * smooth_d + 0.02 * digit_loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.4f}", digits=f"{smooth_d:.3f}", tok_s=f"{tokens / wall:.0f}", refresh=False)
+        if step % 10 == 0 or step == end:
+            rec = {
+                "step": step,
+                "loss": round(smooth, 5),
+                "digit_loss": round(smooth_d or 0.0, 5),
+                "lr": sched.get_last_lr()[0],
+                "tok_s": round(tokens / wall, 1),
+                "wall_s": round(wall, 1),
+            }
+            append_jsonl(out / LOG, [rec])
+        if step % cfg.checkpoint_every == 0 or step == end:
+            checkpoint()
     bar.close()
     result = TrainResult(out, step, losses, step >= total, tokens / max(wall, 1e-9), wall)
     if result.finished:

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
-from ..exit_policy import SIGNAL_NAMES
+from ..cli_options import add_think_args, split_list
+from ..signals import SIGNAL_NAMES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="HF folder of the target model")
     p.add_argument("--out", required=True, help="pipeline folder (every stage reads and writes here)")
-    p.add_argument("--think-start", default="<think>")
-    p.add_argument("--think-end", default="</think>")
+    add_think_args(p)
     add_answer_trigger_args(p)
     p.add_argument("--dtype", default="float32", help="target precision")
     p.add_argument("--no-progress", action="store_true")
@@ -112,7 +112,7 @@ def _configs(a):
     if hasattr(a, "probe_tokens"):
         label = LabelConfig(
             probe_tokens=a.probe_tokens,
-            connectors=tuple(c.strip() for c in a.connectors.split(",") if c.strip()),
+            connectors=split_list(a.connectors),
             reference=a.label_reference,
         )
     if hasattr(a, "max_steps"):
@@ -148,7 +148,7 @@ def run(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     progress = not a.no_progress
     trace_cfg, label_cfg, train_cfg = _configs(a)
-    signals = [s.strip() for s in getattr(a, "signals", "").split(",") if s.strip()]
+    signals = list(split_list(getattr(a, "signals", "")))
     cmd = a.train_cmd
     if cmd == "traces":
         print(pipeline.stage_traces(gen, a.prompts, out, trace_cfg, progress))

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..prompts import DataError
+from ..jsonl import DataError
 from ..target import TargetModel
 from .labels import cut_positives, position_labels
 from .traces import trace_key

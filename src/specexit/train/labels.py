@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ..boundaries import BoundaryDetector
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
-from ..prompts import DataError, iter_jsonl
+from ..jsonl import DataError, iter_jsonl
 from ..scoring import answers_equal, extract_answer
 from ..target import TargetModel
 from . import shards

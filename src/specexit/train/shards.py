@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..prompts import drop_torn_tail, iter_jsonl
+from ..jsonl import drop_torn_tail, iter_jsonl
 
 
 def launch_context() -> tuple[int, int]:

@@ -12,7 +12,6 @@ Backends: ``engine`` (the project's own ``vanilla`` decoding, one sequence at a 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,11 @@ from tqdm import tqdm
 from ..answer_trigger import reasoning_length
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
-from ..prompts import DataError, Prompt, iter_jsonl
+from ..jsonl import DataError, iter_jsonl
+from ..prompts import Prompt
 from ..sampling import SamplingParams
 from ..scoring import extract_answer
+from ..span import thinking_span
 from . import shards
 
 BACKENDS = ("engine", "hf", "vllm")
@@ -46,23 +47,6 @@ class TraceConfig:
             raise ConfigError(f"trace backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.max_new_tokens <= 0 or self.samples <= 0 or self.batch_size <= 0:
             raise ConfigError("max_new_tokens, samples and batch_size must be positive")
-
-
-def thinking_span(
-    prompt_ids: Sequence[int], output_ids: Sequence[int], think_start_id: int | None, think_end_id: int
-) -> tuple[int, int] | None:
-    """[start, end) of the thinking tokens inside ``output_ids``, or None when the output has no
-    complete thinking span.  The span is opened by the prompt (a template ending in the think-start
-    token) or by a generated think-start token, and closed by the first think-end token."""
-    if think_end_id not in output_ids:
-        return None
-    end = list(output_ids).index(think_end_id)
-    head = list(output_ids[:end])
-    if think_start_id is not None and think_start_id in head:
-        return head.index(think_start_id) + 1, end
-    last_start = max((i for i, t in enumerate(prompt_ids) if t == think_start_id), default=-1)
-    last_end = max((i for i, t in enumerate(prompt_ids) if t == think_end_id), default=-1)
-    return (0, end) if last_start > last_end else None
 
 
 def trace_key(obj: dict) -> tuple[int, int]:
@@ -145,7 +129,8 @@ def _generate_hf(gen: SpecExitGenerator, jobs, cfg: TraceConfig):
 
 
 def _generate_vllm(gen: SpecExitGenerator, jobs, cfg: TraceConfig):
-    from ..vllm_plugin.backend import VLLMBackend, VLLMRequest
+    from ..backend import GenerationRequest
+    from ..vllm_plugin.backend import VLLMBackend
 
     backend = VLLMBackend(
         gen.target.model.name_or_path,
@@ -160,10 +145,10 @@ def _generate_vllm(gen: SpecExitGenerator, jobs, cfg: TraceConfig):
             part = jobs[start : start + chunk]
             seeds = [_seed(cfg, prompt.id, sample) for prompt, sample, _ in part]
             reqs = [
-                VLLMRequest(ids, "vanilla", cfg.max_new_tokens, cfg.temperature, cfg.top_p, seed)
-                for (_, _, ids), seed in zip(part, seeds, strict=True)
+                GenerationRequest(ids, "vanilla", cfg.max_new_tokens, SamplingParams(cfg.temperature, cfg.top_p, 0, s))
+                for (_, _, ids), s in zip(part, seeds, strict=True)
             ]
-            results = backend.generate(reqs)
+            results = backend.generate_batch(reqs)
             yield [
                 (prompt, sample, seed, ids, r.token_ids, r.finish_reason)
                 for (prompt, sample, ids), seed, r in zip(part, seeds, results, strict=True)

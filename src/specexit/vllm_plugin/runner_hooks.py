@@ -9,7 +9,7 @@ them):
 - ``_sample``: after rejection sampling, for every request that carries ``extra_args["specexit"]``:
   compute its exit signals from the hidden states of the tokens it just committed (the previous
   step's last token and the accepted drafts: the positions the draft reads next), feed the exit
-  policy (specexit.exit_policy, the same state machine as the HF engine) with the tokens this step
+  controller (specexit.exit_control, the same one the PyTorch engine uses) with the tokens this step
   emitted and, on exit, rewrite the request's row of ``sampled_token_ids``: keep the tokens up to the
   boundary and put the think-end token right after it.  To vLLM this looks exactly like a draft
   rejected at that position with the think-end token as the recovered token, so the scheduler rolls
@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 
-from ..boundaries import BoundaryDetector
 from ..errors import SpecExitError
-from ..exit_policy import ExitPolicy
+from ..exit_control import ExitController
+from ..signals import activate_rows
+from ..span import SpanMarkers
 from .config import DEFAULT_SETTINGS_ENV, EXTRA_ARGS_KEY, RequestExitSettings, parse_request_settings
 
-_ACTIVATIONS = {"confidence": torch.sigmoid, "progress": torch.sigmoid, "remain": torch.exp}
 _PLACEHOLDER = -1  # vLLM's PLACEHOLDER_TOKEN_ID for rejected positions
 _lock = threading.Lock()
 _installed = False
@@ -100,7 +100,7 @@ class _Step:
 @dataclass
 class _Request:
     settings: RequestExitSettings | None
-    policy: ExitPolicy | None
+    control: ExitController | None
     error: str | None = None
     pending_force: bool = False  # put the think-end token first in the next step
     forced: str | None = None  # "in_step" | "next_step"
@@ -112,7 +112,7 @@ class _Request:
 
 
 class RunnerState:
-    """SpecExit state of one model runner: the exit policy of each active request, and telemetry."""
+    """SpecExit state of one model runner: the exit controller of each active request, and telemetry."""
 
     def __init__(self, runner, model) -> None:
         self.model = model
@@ -156,22 +156,20 @@ class RunnerState:
         try:
             settings = parse_request_settings(raw, self.signals)
             cfg = settings.config
-            tok = self.tokenizer
-            vocab = tok.get_vocab()
-            end_id = vocab.get(cfg.think_end)
-            if end_id is None:
+            markers = SpanMarkers.from_tokenizer(self.tokenizer, cfg.think_start, cfg.think_end)
+            if markers.think_end_id is None:
                 raise SpecExitError(f"the tokenizer has no {cfg.think_end!r} token: cannot end the thinking span")
-            policy = ExitPolicy(
+            sp = cached.sampling_params
+            control = ExitController(
                 cfg,
-                BoundaryDetector(lambda i: tok.decode([i]), cfg.paragraph_boundaries, cfg.connectors),
-                vocab.get(cfg.think_start),
-                end_id,
-                available_signals=self.signals,
+                self.tokenizer,
+                list(cached.prompt_token_ids or []),
+                markers,
+                self.signals,
                 enabled=settings.enabled,
+                stop_ids=set(getattr(sp, "all_stop_token_ids", ()) or ()),
             )
-            prompt = list(cached.prompt_token_ids or [])
-            policy.start(prompt, tok.decode(prompt[-8:], skip_special_tokens=False))
-            return _Request(settings, policy)
+            return _Request(settings, control)
         except (SpecExitError, ValueError, TypeError) as e:  # never take the engine down for a bad request
             req = _Request(None, None, error=f"{type(e).__name__}: {e}")
             self._emit(rid, req, "error")
@@ -192,7 +190,7 @@ class RunnerState:
                 if not (cached.sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY) and self.default_settings is None:
                     continue
                 req = self.requests[rid] = self._new_request(rid, cached)
-            if req.policy is not None and not req.closed:
+            if req.control is not None and not req.closed:
                 active.append((i, rid, req, cached))
         if not active:
             return
@@ -223,13 +221,13 @@ class RunnerState:
             toks = [t for t in rows[i] if t != _PLACEHOLDER]
             if not toks:
                 continue
-            policy = req.policy
+            control = req.control
             req.rounds += 1
-            end_id = policy.think_end_id
+            end_id = control.markers.think_end_id
             if req.pending_force:
                 req.pending_force = False
                 rewrites[i] = [end_id] + [_PLACEHOLDER] * (width - 1)
-                policy.step([end_id], None)
+                control.observe([end_id])
                 req.generated += 1
                 continue
             # a decode step: the request's scheduled positions are [last token, drafts...]; the first
@@ -237,33 +235,18 @@ class RunnerState:
             # draft reads next.  A prefill (or a recompute after preemption) carries no signal.
             n_out = len(cached.output_token_ids)
             decoding = n_out > 0 and cached.num_computed_tokens + 1 >= cached.num_prompt_tokens + n_out
-            signals, per_token = None, None
-            if decoding and sig_all is not None and policy.enabled and policy.in_thinking and not policy.finished:
-                rows_i = sig_all[starts[rid] : starts[rid] + len(toks)]
-                acts = {name: _ACTIVATIONS[name](rows_i[:, j]) for j, name in enumerate(self.signals)}
-                signals = {name: float(v.mean()) for name, v in acts.items()}
-                if policy.config.readout == "boundary":
-                    # entry k: the state after the first k tokens of this step (entry 0: after the previous
-                    # step's last token); the last token's state is only computed next step
-                    cols = {name: v.tolist() for name, v in acts.items()}
-                    per_token = [{n: c[k] for n, c in cols.items()} for k in range(len(toks))] + [None]
+            states = None
+            if decoding and sig_all is not None and control.wants_signals and control.in_thinking:
+                # the states after [the previous step's last token, each accepted draft]
+                states = activate_rows(sig_all[starts[rid] : starts[rid] + len(toks)], self.signals)
                 req.signal_rounds += 1
-                if req.settings.history:  # output index of the first position read, and how many
-                    req.trace.append({"start": req.generated - 1, "n": len(toks), "raw": signals})
+                if req.settings.history:  # output index of the first position read, how many, their mean
+                    raw = {name: float(v.mean()) for name, v in states.items()}
+                    req.trace.append({"start": req.generated - 1, "n": len(toks), "raw": raw})
             sp = cached.sampling_params
-            stops = set(getattr(sp, "all_stop_token_ids", ()) or ())
-            budget = (sp.max_tokens - req.generated) if sp.max_tokens is not None else len(toks)
-            visible = []
-            for t in toks[: max(budget, 0)]:
-                visible.append(t)
-                if t in stops:
-                    break
-            decision = policy.step(
-                visible,
-                signals,
-                max_keep=max(budget - 1, 0),
-                token_signals=per_token[: len(visible) + 1] if per_token is not None else None,
-            )
+            room = (sp.max_tokens - req.generated) if sp.max_tokens is not None else len(toks)
+            decision = control.round(toks, states, room)
+            visible = decision.visible
             if decision.exit:
                 keep = decision.keep
                 if keep <= len(toks) - 1:  # the boundary is an accepted draft: cut inside this step
@@ -277,7 +260,8 @@ class RunnerState:
                 self._emit(rid, req, "exit")
             else:
                 req.generated += len(toks)
-            if (visible and visible[-1] in stops) or (sp.max_tokens is not None and req.generated >= sp.max_tokens):
+            capped = sp.max_tokens is not None and req.generated >= sp.max_tokens
+            if (visible and visible[-1] in control.stop_ids) or capped:
                 # vLLM stops the request after this step; keep a closed entry (not a fresh policy) in
                 # case it still runs (e.g. min_tokens), until finished_req_ids drops it
                 req.closed = True
@@ -289,24 +273,24 @@ class RunnerState:
 
     # -- telemetry --------------------------------------------------------------------------------
     def _emit(self, rid: str, req: _Request, event: str) -> None:
-        policy = req.policy
+        control = req.control
         rec: dict[str, Any] = {
             "event": event,
             "request_id": rid,
             "tag": req.settings.tag if req.settings else None,
             "error": req.error,
-            "exited": bool(policy and policy.record),
+            "exited": bool(control and control.record),
             "forced": req.forced,
-            "exit": policy.record.to_dict() if policy and policy.record else None,
+            "exit": control.exit_dict() if control else None,
             "rounds": req.rounds,
             "signal_rounds": req.signal_rounds,
-            "thinking_tokens": policy.thinking_tokens if policy else None,
-            "new_tokens": policy.new_tokens if policy else None,
+            "thinking_tokens": control.thinking_tokens if control else None,
+            "new_tokens": control.new_tokens if control else None,
             "hook_seconds_total": round(self.timing["seconds"], 6),
             "pid": os.getpid(),
         }
-        if req.settings and req.settings.history and policy:
-            rec["signal_history"] = [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in policy.history]
+        if req.settings and req.settings.history and control:
+            rec["signal_history"] = control.history_dicts()
             rec["trace"] = req.trace
         self.records.append(rec)
         if self.telemetry_path:

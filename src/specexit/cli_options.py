@@ -1,0 +1,170 @@
+"""Command-line options shared by the sub-commands, and the parsers of their values.
+
+One home for each option's spelling, default, help and parsing, so that e.g. ``--tree chain:4`` means
+the same to ``generate``, ``bench`` and ``serve``.  Import-light (no torch): ``specexit.cli`` imports
+it to build its parser, and building the parser must stay cheap.
+
+Values that can be wrong in ways argparse cannot see (``--tree``) are parsed by the command's handler,
+so that a bad one is an :class:`OptionError`, printed by the CLI as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+from .exit_policy import DEFAULT_THRESHOLDS, READOUTS, SMOOTHING_METHODS, ExitConfig
+from .results import MODES
+from .signals import SIGNAL_NAMES
+
+if TYPE_CHECKING:
+    from .proposer import TreeConfig
+
+DEFAULT_TREE = "60,6,10"
+TREE_FORMS = "total,depth,branching or chain:DEPTH"
+
+
+class OptionError(ConfigError, ValueError):
+    """A command-line value that does not parse.  A ConfigError, so the CLI prints it (exit status 2),
+    and a ValueError, so scripts that parse option text themselves can catch what parsers raise."""
+
+
+# --- value parsers ---------------------------------------------------------------------------------
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """``'Wait, But,,So'`` -> ``('Wait', 'But', 'So')``: a comma-separated list, blanks dropped."""
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
+def parse_pairs(text: str, what: str) -> dict[str, str]:
+    """``'a=1, b=2'`` -> ``{'a': '1', 'b': '2'}``; ``what`` names one pair in the error message."""
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise OptionError(f"{what} {part!r} must look like name=value")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """argparse type of ``--thresholds``: ``'confidence=0.8,progress=0.3'`` -> dict of floats.  Signal
+    names are checked later, by ExitConfig.validate, against the draft's own signals."""
+    try:
+        pairs = parse_pairs(text, "threshold")
+    except OptionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    out = {}
+    for name, value in pairs.items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"threshold value {value!r} is not a number") from None
+    return out
+
+
+def parse_signals(text: str) -> list[str]:
+    """argparse type of ``--signals``: a comma-separated subset of the exit signals ('' for none)."""
+    names = list(split_list(text))
+    bad = [n for n in names if n not in SIGNAL_NAMES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown signal(s) {bad}; choose from {','.join(SIGNAL_NAMES)}")
+    return names
+
+
+def parse_tree(text: str) -> TreeConfig:
+    """``--tree``: ``60,6,10`` (a dynamic tree: total tokens, depth, branching) or ``chain:4`` (a chain of
+    4 drafts, on a CPU the cheapest to verify).  Anything else is an OptionError naming ``--tree``."""
+    from .proposer import TreeConfig  # proposer imports torch: only when a tree is built
+
+    kind, sep, arg = text.strip().partition(":")
+    try:
+        if sep and kind == "chain":
+            depth = int(arg)
+            return TreeConfig(total_tokens=depth, depth=depth, branching=1, chain=True)
+        total, depth, branching = (int(x) for x in text.split(","))
+        return TreeConfig(total_tokens=total, depth=depth, branching=branching)
+    except ValueError:
+        raise OptionError(f"--tree {text!r} is not a tree: use --tree {TREE_FORMS} (e.g. 60,6,10 or chain:4)") from None
+    except ConfigError as e:  # parsed, but not a valid tree (e.g. depth 0)
+        raise OptionError(f"--tree {text!r}: {e}") from None
+
+
+# --- option groups ---------------------------------------------------------------------------------
+
+
+def add_mode_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--mode`` (default None: the command picks one from the draft it has)."""
+    p.add_argument("--mode", choices=MODES, default=None, help=help_text)
+
+
+def add_tree_arg(p: argparse.ArgumentParser, default: str = DEFAULT_TREE) -> None:
+    """``--tree`` as text; the handler parses it with :func:`parse_tree`."""
+    p.add_argument("--tree", default=default, help=f"draft tree: {TREE_FORMS} (default {default})")
+
+
+def add_dtype_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float32", help="target precision: float32 | bfloat16 | float16")
+    p.add_argument("--draft-dtype", default=None, help="draft precision (default: the target's)")
+
+
+def add_think_args(p: argparse.ArgumentParser) -> None:
+    """The tokens that open and close the thinking span."""
+    p.add_argument("--think-start", default="<think>")
+    p.add_argument("--think-end", default="</think>")
+
+
+def add_exit_args(p: argparse.ArgumentParser, thresholds_default: str) -> None:
+    """The exit-rule knobs (read back by :func:`exit_config_from_args`); ``thresholds_default`` says in
+    the help which thresholds apply without ``--thresholds``."""
+    example = "confidence=0.8,progress=0.3,remain=200"
+    p.add_argument("--thresholds", type=parse_thresholds, default=None,
+                   help=f"exit thresholds, e.g. {example} (default: {thresholds_default})")  # fmt: skip
+    p.add_argument("--smoothing", default="ewma", choices=SMOOTHING_METHODS)
+    p.add_argument("--readout", default="round", choices=READOUTS,
+                   help="signals: round mean or at each boundary")  # fmt: skip
+    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--min-thinking-tokens", type=int, default=0)
+    p.add_argument("--connectors", default="",
+                   help="comma-separated connector words that start a boundary, e.g. Wait,But,So")  # fmt: skip
+
+
+def exit_config_from_args(a: argparse.Namespace, default_thresholds: Mapping[str, float] | None = None) -> ExitConfig:
+    """The ExitConfig of :func:`add_exit_args` and :func:`add_think_args` options (not validated here:
+    the caller knows which signals its draft predicts)."""
+    if a.thresholds is not None:
+        thresholds = dict(a.thresholds)
+    else:
+        thresholds = dict(DEFAULT_THRESHOLDS if default_thresholds is None else default_thresholds)
+    return ExitConfig(
+        thresholds=thresholds,
+        smoothing=a.smoothing,
+        readout=a.readout,
+        alpha=a.alpha,
+        window=a.window,
+        min_thinking_tokens=a.min_thinking_tokens,
+        connectors=split_list(a.connectors),
+        think_start=a.think_start,
+        think_end=a.think_end,
+    )
+
+
+def add_backend_args(
+    p: argparse.ArgumentParser,
+    backend_help: str = "torch: this package's engine; vllm: vLLM + the SpecExit plugin (docs/vllm.md)",
+    max_model_len: bool = True,
+) -> None:
+    """``--backend`` and the vLLM engine settings; ``max_model_len=False`` where the vLLM server takes
+    its own context length (``serve --vllm-arg``)."""
+    p.add_argument("--backend", choices=["torch", "vllm"], default="torch", help=backend_help)
+    p.add_argument("--num-speculative-tokens", type=int, default=5,
+                   help="vLLM backend: draft chain length k per step (vLLM's EAGLE-3 drafts a chain)")  # fmt: skip
+    if max_model_len:
+        p.add_argument("--max-model-len", type=int, default=None,
+                       help="vLLM backend: context length (default: model's)")  # fmt: skip
