@@ -316,11 +316,63 @@ def test_completions_and_stop_sequences(srv, engine_runs):
     )
     assert r.choices[0].message.content == expected and r.choices[0].finish_reason == "stop"
     assert r.choices[0].message.reasoning_content == engine_runs["spec"].reasoning  # stops apply to the answer only
-    assert r.usage.specexit["exited_early"] is None  # the engine result is unknown after a cut
+    # the engine's partial result (stream.close() after the cut) still gives the exit record and counts
+    assert r.usage.specexit["exited_early"] is False and r.usage.specexit["draft_rounds"] > 0
+    assert r.usage.completion_tokens_details.reasoning_tokens == engine_runs["spec"].thinking_tokens
     _, _, content, finish, _, _ = _stream_chat(
         srv.client, max_tokens=64, stop=stop, extra_body={"specexit": {"mode": "spec"}}
     )
     assert (content, finish) == (expected, "stop")
+
+
+def test_completions_cut_by_a_stop_sequence_count_their_reasoning_tokens(srv, engine_runs):
+    """/v1/completions of a prompt that opens thinking, cut by a stop sequence in the answer: the usage
+    counts the thinking tokens before the cut (it said 0: the text router did not count them and the
+    engine's partial result was not used), streamed and not, as the same request without a stop does."""
+    ref = engine_runs["spec"]
+    assert ref.thinking_tokens > 0 and ref.answer
+    ids = srv.gen.encode_prompt(PROMPT)  # the chat template's ids, sent raw: thinking is open
+    end = ref.text.index("</think>")
+    stop = next(
+        ref.answer[i : i + 2] for i in range(len(ref.answer) // 3, len(ref.answer) - 1)
+        if ref.text.find(ref.answer[i : i + 2]) > end and ref.answer[i : i + 2].strip()
+    )  # fmt: skip
+    expected = ref.text[: ref.text.find(stop)]
+    base = {"model": MODEL, "prompt": ids, "max_tokens": 64, "extra_body": {"specexit": {"mode": "spec"}}}
+    kw = {**base, "stop": stop}
+    plain = srv.client.completions.create(**base)
+    assert plain.choices[0].text == ref.text
+    assert plain.usage.completion_tokens_details.reasoning_tokens == ref.thinking_tokens
+    r = srv.client.completions.create(**kw)
+    assert (r.choices[0].text, r.choices[0].finish_reason) == (expected, "stop")
+    assert r.usage.completion_tokens_details.reasoning_tokens == ref.thinking_tokens
+    assert 0 < r.usage.completion_tokens <= ref.new_tokens
+    text, usage, finish = [], None, None
+    for chunk in srv.client.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if chunk.choices:
+            text.append(chunk.choices[0].text)
+            finish = chunk.choices[0].finish_reason or finish
+    assert ("".join(text), finish) == (expected, "stop")
+    assert usage is not None and usage.completion_tokens_details.reasoning_tokens == ref.thinking_tokens
+    assert usage.specexit["exited_early"] is False  # the partial engine result, as in the non-streamed body
+
+
+def test_text_router_counts_reasoning_tokens_without_an_engine_result(srv):
+    """Where the engine gives no result (a scripted stream), a cut completion's reasoning tokens are
+    those the text router saw inside the thinking span (markers and stop ids not counted)."""
+    gen, tok = srv.gen, srv.gen.tokenizer
+    reasoning = tok.encode("Let me think. 2 + 3 = 5.\n\nCheck: 5.", add_special_tokens=False)
+    answer = tok.encode("The answer is 5. Done. Extra text.", add_special_tokens=False)
+    output = [*reasoning, gen.think_end_id, *answer, tok.get_vocab()["<|im_end|>"]]
+    plan = GenerationPlan("spec", len(output), SamplingParams(), ExitConfig(), TreeConfig(), stops=("Done",))
+    for prompt, want in [(gen.encode_prompt(PROMPT), len(reasoning)), (tok.encode("Once upon"), 0)]:
+        events = list(run_generation(_ScriptedGenerator(gen, output), plan, TextPrompt(ids=prompt)))
+        outcome = events[-1]
+        assert isinstance(outcome, Outcome) and outcome.result is None and outcome.finish_reason == "stop"
+        assert outcome.reasoning_tokens == want, prompt  # a prompt that does not open thinking: none
+        assert outcome.texts["text"].endswith("The answer is 5. ")
 
 
 def test_models_health_metrics(srv, engine_runs):

@@ -438,6 +438,14 @@ def test_train_all_cli_produces_a_draft_that_specexit_loads(model_dir, tmp_path,
     assert result["mode"] == "specexit" and result["new_tokens"] > 0
     assert cli_main([*argv[:-1], "--no-progress"]) == 0  # rerun: every stage resumes, nothing is redone
     assert len((out / "traces.jsonl").read_text().splitlines()) == 10
+    # pipeline.json keeps both runs of each stage: the rerun is a no-op and does not replace the first's time
+    again = json.loads((out / "pipeline.json").read_text())
+    stages = again["stages"]
+    assert [r["new_traces"] for r in stages["traces"]] == [10, 0] and stages["traces"][1]["resumed_noop"]
+    assert [r["new_steps"] for r in stages["draft"]] == [8, 0] and stages["draft"][1]["resumed_noop"]
+    assert stages["traces"][0] == report["stages"]["traces"][0]
+    assert report["timings"]["train_s"] == pytest.approx(stages["draft"][0]["wall_s"], abs=0.01)
+    assert again["timings"]["train_s"] >= report["timings"]["train_s"] > 0
     with pytest.raises(SystemExit):
         cli_main(["train", "all", "--target", str(model_dir)])  # argparse: --out and --prompts required
     assert issubclass(DataError, SpecExitError)

@@ -15,16 +15,28 @@ from .cli_options import (
     add_mode_arg,
     add_think_args,
     add_tree_arg,
+    check_at_least,
+    check_dtypes,
+    check_out_dir,
     exit_config_from_args,
     parse_signals,
     parse_tree,
+    sampling_from_args,
 )
 from .errors import SpecExitError
 from .signals import SIGNAL_NAMES
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose refusal is one line on stderr (exit status 2), like every other refusal of the CLI;
+    sub-command parsers are of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="specexit", description="SpecExit: speculative decoding with early exit")
+    p = _Parser(prog="specexit", description="SpecExit: speculative decoding with early exit")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -112,10 +124,6 @@ def _generate_vllm(a, mode: str, exit_cfg) -> int:
     from .sampling import SamplingParams
     from .vllm_plugin.backend import VLLMBackend
 
-    if a.stream:
-        raise SpecExitError("--stream is not supported with --backend vllm (use --json or plain output)")
-    if a.top_k or a.chain or a.draft_dtype or a.answer_trigger is not None:
-        raise SpecExitError("--top-k, --chain, --draft-dtype and --answer-trigger are torch-backend options")
     backend = VLLMBackend(
         a.target, a.draft, num_speculative_tokens=a.num_speculative_tokens, dtype=a.dtype,
         max_model_len=a.max_model_len, think_start=a.think_start, think_end=a.think_end,
@@ -146,20 +154,29 @@ def _cmd_generate(a) -> int:
     from dataclasses import replace
 
     from .engine import SpecExitGenerator
-    from .sampling import SamplingParams
+    from .target import check_target_dir
 
     mode = a.mode or ("specexit" if a.draft else "vanilla")
     tree = parse_tree(a.tree)
+    check_at_least(a, 1, "max_new_tokens", "num_speculative_tokens", "max_model_len")
+    check_at_least(a, 0, "chain")
+    check_dtypes(a)
+    sampling = sampling_from_args(a)
     if a.chain:  # --chain N keeps --tree's other numbers, as it always did (a chain uses only its depth)
         tree = replace(tree, depth=a.chain, chain=True)
     exit_cfg = exit_config_from_args(a)
+    if a.backend == "vllm":  # flag combinations first: they need no files
+        if a.stream:
+            raise SpecExitError("--stream is not supported with --backend vllm (use --json or plain output)")
+        if a.top_k or a.chain or a.draft_dtype or a.answer_trigger is not None:
+            raise SpecExitError("--top-k, --chain, --draft-dtype and --answer-trigger are torch-backend options")
+    check_target_dir(a.target)  # before any weights load
     if a.backend == "vllm":
         return _generate_vllm(a, mode, exit_cfg)
     gen = SpecExitGenerator.from_pretrained(
         a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start,
         think_end=a.think_end, **answer_trigger_kwargs(a),
     )  # fmt: skip
-    sampling = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed)
     stream = gen.stream(
         a.prompt,
         mode=mode,
@@ -183,9 +200,10 @@ def _cmd_init_draft(a) -> int:
     from .draft import init_draft
     from .target import TargetModel
 
-    target = TargetModel.from_pretrained(a.target)
     if a.draft_vocab <= 0:
         raise SpecExitError(f"--draft-vocab must be positive, got {a.draft_vocab}")
+    check_out_dir(a.out)
+    target = TargetModel.from_pretrained(a.target)
     draft = init_draft(target, signals=a.signals, draft_vocab_size=a.draft_vocab, seed=a.seed)
     draft.save_pretrained(a.out)
     print(f"wrote untrained draft ({draft.cfg.draft_vocab_size} draft tokens, signals {draft.signals}) to {a.out}")
@@ -195,6 +213,8 @@ def _cmd_init_draft(a) -> int:
 def _cmd_make_tiny(a) -> int:
     from .tiny import make_tiny
 
+    check_at_least(a, 1, "hidden", "layers")
+    check_out_dir(a.out)
     out = make_tiny(a.arch, a.out, hidden=a.hidden, layers=a.layers, seed=a.seed)
     print(f"wrote tiny {a.arch} model to {out}")
     return 0
@@ -204,6 +224,7 @@ def _cmd_convert(a) -> int:
     from .draft import Eagle3Draft, add_signal_rows
     from .target import TargetModel
 
+    check_out_dir(a.out)
     target = TargetModel.from_pretrained(a.target) if a.target else None
     draft = Eagle3Draft.from_pretrained(a.eagle3, target=target)
     new = add_signal_rows(draft, a.signals)
@@ -294,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     }[args.cmd]
     try:
         return handler(args)
-    except SpecExitError as e:
-        print(f"specexit: error: {e}", file=sys.stderr)
+    except SpecExitError as e:  # one line, whatever the message quotes (a library's multi-line text)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"specexit: error: {message}", file=sys.stderr)
         return 2
 
 

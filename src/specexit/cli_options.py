@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .exit_policy import DEFAULT_THRESHOLDS, READOUTS, SMOOTHING_METHODS, ExitConfig
 from .results import MODES
 from .signals import SIGNAL_NAMES
@@ -93,6 +94,69 @@ def parse_tree(text: str) -> TreeConfig:
         raise OptionError(f"--tree {text!r} is not a tree: use --tree {TREE_FORMS} (e.g. 60,6,10 or chain:4)") from None
     except ConfigError as e:  # parsed, but not a valid tree (e.g. depth 0)
         raise OptionError(f"--tree {text!r}: {e}") from None
+
+
+# --- checks of parsed values (each error names its flag) --------------------------------------------
+
+
+def flag_of(dest: str) -> str:
+    """``'max_new_tokens'`` -> ``'--max-new-tokens'``."""
+    return "--" + dest.replace("_", "-")
+
+
+def check_at_least(a: argparse.Namespace, minimum: float, *dests: str) -> None:
+    """OptionError unless every option ``dests`` (those the command has and that are set) is >= minimum."""
+    for dest in dests:
+        value = getattr(a, dest, None)
+        if value is not None and value < minimum:
+            raise OptionError(f"{flag_of(dest)} must be >= {minimum}, got {value}")
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> None:
+    """An output folder that ``mkdir(parents=True)`` can make (or that exists): neither it nor a parent
+    is a file.  Checked before a command writes anything."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is an existing file, not a folder" if p == path else f"cannot be made: {p} is a file"
+                raise OptionError(f"{flag} {path} {what}")
+            return
+
+
+def check_out_file(path: str | Path, flag: str) -> None:
+    """An output file that can be written: not a folder, in an existing folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"{flag} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise OptionError(f"{flag} {path}: folder {path.parent} does not exist")
+
+
+def check_dtypes(a: argparse.Namespace) -> None:
+    """``--dtype`` and ``--draft-dtype`` (those the command has) name a known precision."""
+    from .target import resolve_dtype  # torch: only when a command checks its options
+
+    for dest in ("dtype", "draft_dtype"):
+        value = getattr(a, dest, None)
+        if value is not None:
+            try:
+                resolve_dtype(value)
+            except CheckpointError as e:
+                raise OptionError(f"{flag_of(dest)}: {e}") from None
+
+
+def sampling_from_args(a: argparse.Namespace):
+    """The SamplingParams of ``--temperature``, ``--top-p`` (``--top-k``, ``--seed`` where the command
+    has them); an invalid one is an OptionError naming the flag."""
+    from .sampling import SamplingParams  # torch: only when a command checks its options
+
+    try:
+        return SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=getattr(a, "top_k", 0),
+                              seed=getattr(a, "seed", None))  # fmt: skip
+    except ConfigError as e:  # "top_p must be in (0, 1], got 0" -> "--top-p must be in (0, 1], got 0"
+        name, _, rest = str(e).partition(" ")
+        raise OptionError(f"{flag_of(name)} {rest}" if name in ("temperature", "top_p", "top_k") else str(e)) from None
 
 
 # --- option groups ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from .cli_options import add_tree_arg, parse_tree
+from .cli_options import add_tree_arg, check_at_least, check_out_file, parse_tree
 from .errors import ConfigError
 from .results import MODES
 
@@ -54,21 +54,28 @@ def run_demo(
     from .bench.report import summarize
     from .bench.runner import BenchConfig, run_batch
     from .engine import SpecExitGenerator
+    from .machine import LoadMeter, machine_info, model_record, versions
 
     if problems <= 0:
         raise ConfigError(f"--problems must be positive, got {problems}")
     target = Path(target) if target else asset_dir(ASSET_TARGET)
     draft = Path(draft) if draft else asset_dir(ASSET_DRAFT)
     t0 = time.perf_counter()
+    meter = LoadMeter()
     gen = SpecExitGenerator.from_pretrained(target, draft)
     data = load_dataset(f"testbed:{problems}:{seed}")
     cfg = BenchConfig(max_new_tokens=max_new_tokens, tree=parse_tree(tree))
     methods = [parse_method(m) for m in ("vanilla", "spec")]
     methods.append(replace(parse_method(f"specexit[{exit_knobs}]"), label="specexit"))
     results, outputs = [], {}
+    forwards: dict[str, int] = {}  # target forwards per method (prompt forward included)
+    generated: dict[str, int] = {}  # generated tokens per method
     for i, p in enumerate(data):
         for m in methods:
+            before = gen.target.forward_calls
             (rec,) = run_batch(gen, [(i, p, m, 0)], cfg)
+            forwards[m.label] = forwards.get(m.label, 0) + gen.target.forward_calls - before
+            generated[m.label] = generated.get(m.label, 0) + rec["total_tokens"]
             results.append(rec)
             outputs[(p.id, m.label)] = rec
             if progress:
@@ -83,9 +90,13 @@ def run_demo(
                 "accuracy_ci95": r["accuracy_ci95"],
                 "thinking_tokens": r["thinking_tokens"],
                 "total_tokens": r["total_tokens"],
-                # plain decoding: one token per target forward
-                "mean_accept_length": 1.0 if m == "vanilla" else r["mean_accept_length"],
+                # plain decoding has no rounds: its tokens per target forward, counted
+                "mean_accept_length": (
+                    round(generated[m] / max(1, forwards[m]), 4) if m == "vanilla" else r["mean_accept_length"]
+                ),
                 "latency_s": r["latency_s"],
+                # counted, not timed: the cost of decoding on any machine (vanilla: one per token)
+                "target_forwards_per_token": round(forwards[m] / max(1, generated[m]), 4),
                 "exit_rate": r["exit_rate"],
                 "latency_speedup_vs_vanilla": r.get("latency_speedup_vs_vanilla"),
                 "latency_speedup_vs_spec": r.get("latency_speedup_vs_spec"),
@@ -111,6 +122,10 @@ def run_demo(
         "tree": tree,
         "specexit_knobs": exit_knobs,
         "wall_s": round(time.perf_counter() - t0, 2),
+        # what the latencies ran on, and which weights (as in a bench's run.json)
+        "machine": {**machine_info(), "load": meter.result()},
+        "versions": versions(),
+        "models": {"target": model_record(target, "float32"), "draft": model_record(draft, "float32")},
     }
     return out
 
@@ -159,7 +174,25 @@ def register(sub) -> None:
 
 
 def run(a) -> int:
-    parse_tree(a.tree)  # a bad --tree fails before any model loads
+    from .bench.methods import parse_method
+
+    # every argument fails before any model loads
+    parse_tree(a.tree)
+    check_at_least(a, 1, "problems", "max_new_tokens")
+    try:
+        parse_method(f"specexit[{a.exit}]")
+    except ConfigError as e:
+        raise ConfigError(f"--exit {a.exit!r}: {e}") from None
+    if a.save:
+        check_out_file(a.save, "--save")
+    if a.target:
+        from .target import check_target_dir
+
+        check_target_dir(a.target)
+    if a.draft:
+        from .draft import check_draft_dir
+
+        check_draft_dir(a.draft)
     res = run_demo(
         a.target, a.draft, a.problems, a.seed, a.max_new_tokens, a.tree, progress=not a.json, exit_knobs=a.exit
     )

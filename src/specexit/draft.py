@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig
@@ -31,8 +33,9 @@ from transformers.models.llama.modeling_llama import (
     apply_rotary_pos_emb,
 )
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, corrupt_weights
 from .signals import SIGNAL_NAMES, activate_rows, names_for_count
+from .target import unreadable_safetensors
 
 DRAFT_ARCHITECTURE = "LlamaForCausalLMEagle3"
 WEIGHTS_NAME = "model.safetensors"
@@ -104,6 +107,8 @@ class DraftConfig:
             )
         except KeyError as e:
             raise CheckpointError(f"{where}: missing field {e.args[0]!r} for an EAGLE-3 draft") from e
+        except (TypeError, ValueError, AttributeError) as e:  # a field of the wrong type, e.g. "hidden_size": "x"
+            raise CheckpointError(f"{where}: not an EAGLE-3 draft config ({e})") from None
 
     def llama_config(self) -> LlamaConfig:
         rope = dict(self.rope_scaling or {})
@@ -326,9 +331,7 @@ class Eagle3Draft(nn.Module):
         """Load a draft folder.  ``signals`` (if given) is what the caller needs; a checkpoint whose
         fc rows do not match gives an error naming both shapes."""
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"draft folder {path} has no config.json")
-        cfg = DraftConfig.from_json(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+        cfg = _read_config(path)
         state = _load_state(path)
         if "fc.weight" not in state:
             raise CheckpointError(f"{path}: checkpoint has no fc.weight: not an EAGLE-3 draft")
@@ -385,12 +388,49 @@ class Eagle3Draft(nn.Module):
         return model.to(dtype).eval()
 
 
+def _read_config(path: Path) -> DraftConfig:
+    if not path.is_dir():
+        raise CheckpointError(f"draft folder not found: {path}" if not path.exists() else f"{path} is not a folder")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"draft folder {path} has no config.json")
+    return DraftConfig.from_json(read_draft_config(path), str(path / "config.json"))
+
+
+def read_draft_config(path: str | Path) -> dict:
+    """The JSON object in ``path/config.json``, or a CheckpointError naming the file."""
+    f = Path(path) / "config.json"
+    try:
+        d = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{f} is not a JSON object")
+    return d
+
+
+def check_draft_dir(path: str | Path) -> DraftConfig:
+    """Refuse a draft folder that cannot load, without loading it (its config and the safetensors
+    header): for commands to check their arguments before they do any work."""
+    path = Path(path)
+    cfg = _read_config(path)
+    err = unreadable_safetensors(path)
+    if err is not None:
+        raise err
+    return cfg
+
+
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    st = path / WEIGHTS_NAME
+    st, pt = path / WEIGHTS_NAME, path / "pytorch_model.bin"
     if st.is_file():
-        state = load_file(str(st))
-    elif (path / "pytorch_model.bin").is_file():
-        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            state = load_file(str(st))
+        except (SafetensorError, OSError) as e:
+            raise corrupt_weights(st, e) from None
+    elif pt.is_file():
+        try:
+            state = torch.load(pt, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+            raise CheckpointError(f"{pt}: not a readable PyTorch checkpoint ({e}): truncated or corrupt") from None
     else:
         raise CheckpointError(f"draft folder {path} has neither {WEIGHTS_NAME} nor pytorch_model.bin")
     # some exporters prefix names (e.g. "model."); strip it so both layouts load

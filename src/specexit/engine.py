@@ -19,7 +19,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 from .answer_trigger import DEFAULT_ANSWER_MARKERS
 from .backend import GenerationRequest
@@ -34,7 +33,7 @@ from .proposer import DraftProposer, TreeConfig
 from .results import MODES, GenerationResult, StreamChunk, build_result
 from .sampling import SamplingParams, probs_from_logits, sample
 from .span import SpanMarkers
-from .target import TargetModel, compact_cache, crop_cache, resolve_dtype
+from .target import TargetModel, compact_cache, crop_cache, load_tokenizer, resolve_dtype
 from .tree import DraftTree, verification_inputs
 from .verify import verify_greedy, verify_sampling
 
@@ -98,7 +97,7 @@ class SpecExitGenerator:
         **kw,
     ) -> SpecExitGenerator:
         target = TargetModel.from_pretrained(target_dir, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or target_dir), local_files_only=True)
+        tokenizer = load_tokenizer(tokenizer_dir or target_dir)
         draft = None
         if draft_dir is not None:
             # the draft may run in another precision than the target: it only changes acceptance, never
@@ -141,12 +140,20 @@ class SpecExitGenerator:
         ]
 
     def describe(self) -> dict:
+        """Backend facts for run.json; ``models`` gives the target folder and each model's dtype (the draft
+        object does not know its folder: the caller's ``run_info`` names it, see bench.runner)."""
+        target_path = str(getattr(self.target.model, "name_or_path", ""))
+        draft_dtype = next(self.draft.parameters()).dtype if self.draft is not None else None
         d = {
             "backend": self.name,
             "threads": torch.get_num_threads(),
-            "target": str(getattr(self.target.model, "name_or_path", "")),
+            "target": target_path,
             "target_params_m": round(sum(p.numel() for p in self.target.model.parameters()) / 1e6, 2),
             "draft_signals": self.draft.signals if self.draft is not None else None,
+            "models": {
+                "target": {"path": target_path or None, "dtype": str(self.target.dtype).removeprefix("torch.")},
+                "draft": {"dtype": str(draft_dtype).removeprefix("torch.")} if draft_dtype is not None else None,
+            },
         }
         if self.implicit:  # a model without think tokens: how its reasoning span is delimited
             d.update(answer_trigger=self.answer_trigger, answer_markers=list(self.answer_markers))

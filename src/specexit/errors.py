@@ -15,3 +15,10 @@ class TokenizerError(SpecExitError):
 
 class ConfigError(SpecExitError):
     """An invalid generation / exit-policy setting."""
+
+
+def corrupt_weights(path: object, reason: object) -> CheckpointError:
+    """The error for a weights file that cannot be read (truncated download, garbled header)."""
+    return CheckpointError(
+        f"{path}: not a readable safetensors file ({reason}); it is truncated or corrupt, copy or download it again"
+    )

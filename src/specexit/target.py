@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
+from safetensors import SafetensorError, safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .errors import CheckpointError
+from .errors import CheckpointError, TokenizerError, corrupt_weights
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
@@ -44,14 +45,68 @@ def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
 def read_model_config(path: str | Path) -> dict:
     path = Path(path)
     cfg = path / "config.json"
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} is a file, not a model folder")
     if not path.is_dir():
         raise CheckpointError(f"model directory not found: {path}")
     if not cfg.is_file():
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face model folder")
     try:
-        return json.loads(cfg.read_text())
-    except json.JSONDecodeError as e:
+        out = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg} is not valid JSON: {e}") from e
+    if not isinstance(out, dict):
+        raise CheckpointError(f"{cfg} is not a JSON object")
+    return out
+
+
+def unreadable_safetensors(path: str | Path) -> CheckpointError | None:
+    """The error for the first ``*.safetensors`` file of folder ``path`` whose header does not read
+    (truncated or corrupt), None if all read.  Reads headers only: cheap even for a large model."""
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            return corrupt_weights(f, e)
+    return None
+
+
+# the files a Hugging Face tokenizer is read from (one of them must be there)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def check_tokenizer_files(path: str | Path) -> None:
+    """TokenizerError unless folder ``path`` has tokenizer files (transformers would otherwise build an
+    empty tokenizer without a word, and a prompt would encode to nothing)."""
+    path = Path(path)
+    if not any((path / f).is_file() for f in TOKENIZER_FILES) and not any(path.glob("*.tiktoken")):
+        raise TokenizerError(
+            f"{path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); copy them from the model's "
+            "original folder"
+        )
+
+
+def check_target_dir(path: str | Path) -> None:
+    """Refuse a target folder that cannot load, without loading it: config.json, readable safetensors
+    headers, tokenizer files.  For commands to check their arguments before they do any work."""
+    read_model_config(path)
+    err = unreadable_safetensors(path)
+    if err is not None:
+        raise err
+    check_tokenizer_files(path)
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer of a model folder, or a TokenizerError naming the folder."""
+    check_tokenizer_files(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise TokenizerError(f"{path}: cannot load its tokenizer: {e}") from None
+    if not tok.encode("a", add_special_tokens=False):
+        raise TokenizerError(f"{path}: its tokenizer encodes text to nothing (broken tokenizer files?)")
+    return tok
 
 
 class TargetModel:
@@ -67,6 +122,7 @@ class TargetModel:
         self.hidden_size = int(self.config.hidden_size)
         self.vocab_size = int(self.config.vocab_size)
         self._captured: dict[int | str, torch.Tensor] = {}
+        self.forward_calls = 0  # target forwards so far: the machine-independent cost of decoding
         for lid in sorted(set(self.layer_ids)):
             layers[lid].register_forward_hook(self._make_hook(lid))
         model.model.norm.register_forward_hook(self._make_hook("final"))
@@ -86,9 +142,15 @@ class TargetModel:
             raise CheckpointError(
                 f"{path}: architecture {archs} is not a causal LM; supported: {SUPPORTED_ARCHITECTURES}"
             )
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=resolve_dtype(dtype), local_files_only=True, attn_implementation="sdpa"
-        )
+        dtype = resolve_dtype(dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=dtype, local_files_only=True, attn_implementation="sdpa"
+            )
+        except SafetensorError as e:
+            raise unreadable_safetensors(path) or corrupt_weights(path, e) from None
+        except (OSError, ValueError) as e:  # no weights file, a config transformers cannot read, ...
+            raise CheckpointError(f"{path}: cannot load the model: {e}") from None
         return cls(model)
 
     @property
@@ -112,6 +174,7 @@ class TargetModel:
         if position_ids is None:
             start = cache.get_seq_length()
             position_ids = torch.arange(start, start + input_ids.shape[1])[None]
+        self.forward_calls += 1
         out = self.model(
             input_ids=input_ids,
             position_ids=position_ids,

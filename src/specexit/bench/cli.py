@@ -6,7 +6,17 @@ import json
 from pathlib import Path
 
 from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
-from ..cli_options import add_backend_args, add_dtype_args, add_think_args, add_tree_arg, parse_tree
+from ..cli_options import (
+    add_backend_args,
+    add_dtype_args,
+    add_think_args,
+    add_tree_arg,
+    check_at_least,
+    check_dtypes,
+    check_out_dir,
+    parse_tree,
+    sampling_from_args,
+)
 
 DEFAULT_METHODS = "vanilla,spec,specexit,budget:256,probe,nothink"
 
@@ -50,11 +60,14 @@ def run(a) -> int:
     from ..engine import SpecExitGenerator
     from ..errors import ConfigError
     from ..exit_policy import ExitConfig
+    from ..jsonl import DataError
+    from ..target import check_target_dir
     from .datasets import load_dataset
     from .methods import parse_methods
     from .report import to_markdown, write_report
     from .runner import BenchConfig, run_bench
 
+    # every argument is checked before anything loads or is written: a refused run leaves no --out behind
     try:
         seeds = tuple(int(s) for s in a.seeds.split(",") if s.strip())
     except ValueError:
@@ -67,6 +80,10 @@ def run(a) -> int:
         assert len(shard) == 2 and 0 <= shard[0] < shard[1]
     except (ValueError, AssertionError):
         raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {a.shard!r}") from None
+    check_at_least(a, 1, "limit", "max_new_tokens", "num_speculative_tokens", "max_model_len")
+    check_out_dir(a.out)
+    if a.report_only and not Path(a.out).is_dir():
+        raise ConfigError(f"--report-only needs the folder of a bench run in --out: {a.out} not found")
     if a.methods is None:
         a.methods = _methods_of_run(a.out) if a.report_only else DEFAULT_METHODS
     methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end))
@@ -84,7 +101,12 @@ def run(a) -> int:
         raise ConfigError("the probe baseline runs only on the torch backend (it needs trial answers mid-step)")
     if a.backend == "vllm" and a.answer_trigger is not None:
         raise ConfigError("--answer-trigger runs only on the torch backend (the vLLM plugin forces one token)")
+    check_dtypes(a)
+    sampling_from_args(a)
     problems = load_dataset(a.dataset, a.limit)
+    if not problems:
+        raise DataError(f"--dataset {a.dataset}: the dataset is empty (no problems)")
+    check_target_dir(a.target)
     if a.backend == "vllm":
         from ..vllm_plugin.backend import VLLMBackend
 
@@ -98,6 +120,13 @@ def run(a) -> int:
             a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start,
             think_end=a.think_end, **answer_trigger_kwargs(a),
         )  # fmt: skip
+    signals = gen.describe().get("draft_signals") or []
+    for m in methods:  # the exit rule against the loaded draft's signals, before --out is made
+        if m.mode == "specexit":
+            try:
+                m.exit_config.validate(signals, enabled=True)
+            except ConfigError as e:
+                raise ConfigError(f"method {m.label!r}: {e}") from None
     cfg = BenchConfig(
         seeds=seeds,
         temperature=a.temperature,
@@ -106,7 +135,9 @@ def run(a) -> int:
         tree=tree,
         system=a.system,
     )
-    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard, batch_size=a.batch_size)
+    run_info = {"dataset": a.dataset, "limit": a.limit, "target": a.target, "draft": a.draft}  # for run.json
+    run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard, batch_size=a.batch_size,
+              run_info=run_info)  # fmt: skip
     if shard[1] > 1:
         print(f"shard {a.shard} done; when every shard is, rerun without --shard to write the report")
         return 0

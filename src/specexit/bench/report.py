@@ -221,6 +221,32 @@ def complete_units(results: list[dict], methods: list[str] | None = None) -> tup
     return [r for r in results if (r["problem_id"], r["seed"]) in full], len(have) - len(full)
 
 
+def run_header(run: dict) -> str:
+    """The lines of summary.md that say what the numbers ran on (from run.json; an older run.json has
+    fewer fields and gives fewer lines)."""
+    from ..machine import summary_line
+
+    if not run:
+        return "No run.json in this folder: the machine and versions are unknown.\n\n"
+    lines = [f"Machine: {summary_line(run.get('machine', {}))}"]
+    sessions = run.get("sessions") or []
+    shared = [s for s in sessions if s.get("shared_machine")]
+    if len(sessions) > 1:
+        lines.append(f"Sessions: {len(sessions)} (resumes or shards), {len(shared)} of them on a shared machine")
+    lines.append(f"Versions: `{json.dumps(run.get('versions', {}))}`")
+    models = run.get("models") or {}
+    for role in ("target", "draft"):
+        m = models.get(role)
+        if m:
+            digests = ", ".join(f"{name} {h[:12]}" for name, h in (m.get("sha256") or {}).items()) or "no weights file"
+            lines.append(f"{role.capitalize()}: `{m.get('path')}` ({m.get('dtype')}; sha256 {digests})")
+    ds = run.get("dataset") or {}
+    if ds.get("spec") is not None:
+        limit = f", --limit {ds['limit']}" if ds.get("limit") is not None else ""
+        lines.append(f"Dataset: `{ds['spec']}`{limit} ({ds.get('problems')} problems)")
+    return "".join(f"{line}  \n" for line in lines[:-1]) + lines[-1] + "\n\n"
+
+
 def write_report(out_dir: str | Path, methods: list[str] | None = None, make_plots: bool = True) -> dict:
     out = Path(out_dir)
     from .runner import result_files
@@ -236,7 +262,7 @@ def write_report(out_dir: str | Path, methods: list[str] | None = None, make_plo
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     md = to_markdown(rows)
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    header = f"# Benchmark summary\n\n`{json.dumps(run.get('versions', {}))}` on `{run.get('machine', {})}`\n\n"
+    header = "# Benchmark summary\n\n" + run_header(run)
     units = len({(r["problem_id"], r["seed"]) for r in results})
     if partial:
         header += (

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..backend import Backend, GenerationRequest
 from ..errors import ConfigError
 from ..jsonl import drop_torn_tail
+from ..machine import LoadMeter, machine_info, model_record, versions
 from ..proposer import TreeConfig
 from ..sampling import SamplingParams
 from ..scoring import score
@@ -122,9 +124,13 @@ def run_bench(
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
     batch_size: int = 1,
+    run_info: dict | None = None,
 ) -> Path:
     """``gen``: a backend; a batched one (vLLM) gets ``batch_size`` questions of one method and seed per
-    call, the PyTorch engine one question at a time."""
+    call, the PyTorch engine one question at a time.  ``run_info``: what the command was asked, recorded in
+    run.json: ``dataset`` (the ``--dataset`` text), ``limit``, and the ``target`` / ``draft`` folders where
+    the backend cannot name them itself."""
+    meter = LoadMeter()  # started before any work: was the machine shared while this ran?
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k, n = shard
@@ -147,12 +153,16 @@ def run_bench(
         batches = [g[b : b + batch_size] for g in groups.values() for b in range(0, len(g), batch_size)]
     else:
         batches = [[job] for job in jobs]
-    env = environment(gen, cfg, methods, len(problems), batch_size)
-    (out / "run.json").write_text(json.dumps(env, indent=2) + "\n")
+    env = environment(gen, cfg, methods, len(problems), batch_size, run_info)
+    session = {"id": f"{os.getpid()}-{time.time_ns()}", "started": _iso(meter.started), "shard": f"{k}/{n}",
+               "jobs": len(jobs), "finished": False}  # fmt: skip
+    env["sessions"] = [*_earlier_sessions(out / "run.json"), session]
+    _write_run(out, env)  # now, so that a killed run still says what it ran on
     bar = tqdm(total=len(jobs), desc="bench", unit="run", disable=not progress)
     try:
         if not batches:  # all done (e.g. the report run after shards): leave no empty results file behind
             bar.close()
+            _finish_run(out, env, session, meter)
             return path
         with path.open("a", encoding="utf-8") as f:
             for batch in batches:
@@ -165,34 +175,106 @@ def run_bench(
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: partial results kept in {path}; rerun the same command to resume", file=sys.stderr)
+        session["interrupted"] = True
     bar.close()
+    _finish_run(out, env, session, meter)
     return path
 
 
-def environment(gen: Backend, cfg: BenchConfig, methods: list[Method], n_problems: int, batch_size: int = 1) -> dict:
-    import transformers
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
+
+def _write_run(out: Path, env: dict) -> None:
+    tmp = out / f"run.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(env, indent=2) + "\n")
+    os.replace(tmp, out / "run.json")
+
+
+def _earlier_sessions(path: Path) -> list[dict]:
+    """The sessions an earlier run.json of this folder recorded (a resume, or the other shards)."""
+    try:
+        return list(json.loads(path.read_text()).get("sessions", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _session_order(s: dict) -> tuple[str, int]:
+    ns = str(s.get("id") or "").rpartition("-")[2]
+    return s.get("started") or "", int(ns) if ns.isdigit() else 0
+
+
+def _finish_run(out: Path, env: dict, session: dict, meter: LoadMeter) -> None:
+    """run.json once the work is done: the machine's load during it, in ``machine.load`` and the session."""
+    load = meter.result()
+    env["machine"]["load"] = load
+    session.update(finished=True, wall_s=load["wall_s"], shared_machine=load["shared_machine"],
+                   others_busy_cpus=load["others_busy_cpus"], cpu=env["machine"].get("cpu"),
+                   threads=env["machine"].get("threads"))  # fmt: skip
+    # shards write the same run.json side by side: keep the sessions the others added (or finished) meanwhile
+    merged: dict[tuple, dict] = {}
+    for s in [*_earlier_sessions(out / "run.json"), *env["sessions"]]:
+        key = s.get("id") or (s.get("started"), s.get("shard"))
+        if s is session or key not in merged or (s.get("finished") and not merged[key].get("finished")):
+            merged[key] = s
+    env["sessions"] = sorted(merged.values(), key=_session_order)
+    _write_run(out, env)
+
+
+def environment(
+    gen: Backend,
+    cfg: BenchConfig,
+    methods: list[Method],
+    n_problems: int,
+    batch_size: int = 1,
+    run_info: dict | None = None,
+) -> dict:
+    """run.json: what a reader needs to check a number of this run (docs/benchmarks.md).  Keys kept from
+    earlier versions with their meaning: machine.platform / processor / threads, versions, problems,
+    methods, seeds, temperature, top_p, max_new_tokens, tree (torch) or batch_size (vLLM), and what the
+    backend's ``describe()`` adds (backend, target, draft_signals, answer_trigger, ...)."""
+    info = dict(run_info or {})
     env: dict = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "versions": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            **machine_info(),
         },
+        "versions": versions(),
         "problems": n_problems,
+        "dataset": {"spec": info.get("dataset"), "limit": info.get("limit"), "problems": n_problems},
         "methods": [m.label for m in methods],
         "seeds": list(cfg.seeds),
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "max_new_tokens": cfg.max_new_tokens,
+        "system": cfg.system,
+        "sampling": {
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seeds": list(cfg.seeds),
+            # the seed of run (seed s, problem index i) at temperature > 0; greedy runs take none
+            "request_seed": "s * 1000003 + i" if cfg.temperature else None,
+        },
     }
     about = gen.describe()
     if "threads" in about:
         env["machine"]["threads"] = about.pop("threads")
     env["versions"].update(about.pop("versions", {}))
+    models = about.pop("models", {}) or {}
     env.update(about)
+    # the folders: the backend's own (it loaded them), else what the command was given
+    records = {}
+    for role in ("target", "draft"):
+        m = dict(models.get(role) or {})
+        path = m.pop("path", None) or info.get(role)
+        records[role] = model_record(path, m.pop("dtype", None), **m) if path is not None else None
+    env["models"] = records
     if gen.batched:
         env["batch_size"] = batch_size
     else:
-        env["tree"] = [cfg.tree.total_tokens, cfg.tree.depth, cfg.tree.branching, cfg.tree.chain]
+        t = cfg.tree
+        env["tree"] = [t.total_tokens, t.depth, t.branching, t.chain]  # as before: a list
+        env["tree_config"] = {"total_tokens": t.total_tokens, "depth": t.depth, "branching": t.branching,
+                              "chain": t.chain}  # fmt: skip
     return env

@@ -18,6 +18,8 @@ from ..cli_options import (
     add_mode_arg,
     add_think_args,
     add_tree_arg,
+    check_at_least,
+    check_dtypes,
     exit_config_from_args,
     parse_tree,
 )
@@ -48,6 +50,27 @@ def register(sub) -> None:
     s.add_argument("--vllm-arg", action="append", default=[], help="vLLM backend: extra `vllm serve` argument")
 
 
+def _check_limits(a: argparse.Namespace) -> None:
+    from ..errors import ConfigError
+
+    if a.max_queue < 1 or a.max_tokens_cap < 1 or not 0 < a.default_max_tokens <= a.max_tokens_cap:
+        raise ConfigError("--max-queue and --max-tokens-cap must be >= 1, --default-max-tokens in [1, cap]")
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """The arguments that need no model, checked before one loads (the tree and limits again by
+    :func:`build_config`)."""
+    from ..errors import ConfigError
+
+    parse_tree(a.tree)
+    _check_limits(a)
+    if not 0 <= a.port <= 65535:
+        raise ConfigError(f"--port must be in [0, 65535], got {a.port}")
+    check_at_least(a, 1, "threads", "num_speculative_tokens", "max_num_seqs")
+    if a.mode in ("spec", "specexit") and a.draft is None:
+        raise ConfigError(f"--mode {a.mode} needs a draft (--draft DIR)")
+
+
 def build_config(a: argparse.Namespace, signals: list[str] | None):
     """ServeConfig from parsed arguments (``signals``: those the loaded draft predicts, None without a draft)."""
     from ..errors import ConfigError
@@ -55,8 +78,7 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
     from .app import ServeConfig
 
     tree = parse_tree(a.tree)
-    if a.max_queue < 1 or a.max_tokens_cap < 1 or not 0 < a.default_max_tokens <= a.max_tokens_cap:
-        raise ConfigError("--max-queue and --max-tokens-cap must be >= 1, --default-max-tokens in [1, cap]")
+    _check_limits(a)
     if a.mode in ("spec", "specexit") and signals is None:
         raise ConfigError(f"--mode {a.mode} needs a draft (--draft DIR)")
     if a.mode == "specexit" and not signals:
@@ -130,6 +152,11 @@ def run_vllm(a: argparse.Namespace) -> int:
 
 
 def run(a: argparse.Namespace) -> int:
+    from ..target import check_target_dir
+
+    check_args(a)  # before any model loads: a refused server never binds its port
+    check_dtypes(a)
+    check_target_dir(a.target)
     if a.backend == "vllm":
         return run_vllm(a)
     import torch

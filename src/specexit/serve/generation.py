@@ -103,7 +103,7 @@ def run_generation(
     )
     t0 = time.perf_counter()
     yield Started(prompt_tokens=len(ids), started_at=t0)
-    route = ChatRouter(gen, ids, plan.stops) if isinstance(prompt, ChatPrompt) else TextRouter(gen, plan.stops)
+    route = ChatRouter(gen, ids, plan.stops) if isinstance(prompt, ChatPrompt) else TextRouter(gen, ids, plan.stops)
     chunks = iter(stream)
     n_tokens = 0
     try:
@@ -117,7 +117,9 @@ def run_generation(
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    result = stream.result if not route.stopped else None
+    # after a stop sequence the engine was closed mid-generation: its result is then the partial one
+    # (finish_reason "abort"), with the exit record, accept lengths and the token counts up to the cut
+    result = getattr(stream, "result", None)
     yield Outcome(
         finish_reason="stop" if route.stopped else (result.finish_reason if result else "length"),
         prompt_tokens=len(ids),

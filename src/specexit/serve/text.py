@@ -171,19 +171,33 @@ class ChatRouter:
 
 
 class TextRouter:
-    """Raw completions: the whole completion is one text (markers included, as ``result.text``)."""
+    """Raw completions: the whole completion is one text (markers included, as ``result.text``).
 
-    def __init__(self, gen: SpecExitGenerator, stops: Sequence[str]) -> None:
+    Counts the reasoning tokens as :class:`ChatRouter` routes them (the same marker rule), for the usage
+    of a generation whose engine result is unknown."""
+
+    def __init__(self, gen: SpecExitGenerator, prompt_ids: list[int], stops: Sequence[str]) -> None:
         self.stop_ids = gen.stop_ids
         self.text = TextAssembler(partial(gen.tokenizer.decode, skip_special_tokens=False), False, stops)
-        self.reasoning_tokens = 0  # not tracked without the engine result
+        self.start_id, self.end_id = gen.think_start_id, gen.think_end_id
+        self.thinking = prompt_opens_thinking(prompt_ids, self.start_id, self.end_id)
+        self.seen_start, self.seen_end = self.thinking, False
+        self.reasoning_tokens = 0
 
     @property
     def stopped(self) -> bool:
         return self.text.stopped
 
     def push(self, ids: list[int]) -> Iterator[Delta]:
-        if d := self.text.push([t for t in ids if t not in self.stop_ids]):
+        kept = [t for t in ids if t not in self.stop_ids]
+        for t in kept:
+            if t == self.end_id and not self.seen_end:
+                self.seen_end, self.thinking = True, False
+            elif t == self.start_id and not self.seen_end and not self.seen_start:
+                self.seen_start = self.thinking = True
+            elif self.thinking:
+                self.reasoning_tokens += 1
+        if d := self.text.push(kept):
             yield Delta("text", d)
 
     def finish(self) -> Iterator[Delta]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SpecExitError
+from ..machine import machine_info, model_record, versions
 from .problems import RECHECK, THINK_END, Problem, break_place, make_problems
 from .tokenizer import EOS, PARAGRAPH, prompt_text
 
@@ -259,6 +260,8 @@ def evaluate(model_dir: str | Path, cfg: EvalConfig | None = None, progress: boo
 
     think_prompts, plain_prompts = enc(True), enc(False)
     report: dict = {"model": str(model_dir), "n": cfg.n, "test_seed": cfg.seed, "temperature": cfg.temperature}
+    # what the report was measured on and with which weights (docs/benchmarks.md, run.json)
+    report.update(machine=machine_info(), versions=versions(), weights=model_record(model_dir, "float32"))
     greedy_think = None
     runs = [("think_greedy", True, 0.0), ("think_sampled", True, cfg.temperature)]
     runs += [("no_think_greedy", False, 0.0), ("no_think_sampled", False, cfg.temperature)]

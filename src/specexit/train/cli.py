@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 
 from ..answer_trigger import add_answer_trigger_args, answer_trigger_kwargs
-from ..cli_options import add_think_args, split_list
+from ..cli_options import (
+    OptionError,
+    add_think_args,
+    check_at_least,
+    check_dtypes,
+    check_out_dir,
+    flag_of,
+    sampling_from_args,
+    split_list,
+)
 from ..signals import SIGNAL_NAMES
 
 
@@ -137,18 +146,66 @@ def _configs(a):
     return trace, label, train
 
 
+# options that must be >= 1 (those a stage has), >= 0, and in a range
+_POSITIVE = ("max_new_tokens", "samples", "batch_size", "probe_tokens", "draft_vocab", "max_len", "max_steps",
+             "batch", "ttt_steps", "ckpt_every", "eval_every", "draft_intermediate")  # fmt: skip
+_RANGES = (("lr", lambda v: 0 < v < 1, "in (0, 1)"), ("warmup_frac", lambda v: 0 <= v < 1, "in [0, 1)"),
+           ("val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"))  # fmt: skip
+
+
+def check_args(a, trace_cfg, label_cfg, train_cfg, signals: list[str]) -> None:
+    """Every argument of a stage, the files it names and what the stage reads from --out, before anything
+    loads or is written: a refused run leaves no --out folder behind."""
+    from ..draft import check_draft_dir
+    from ..prompts import load_prompts
+    from ..target import check_target_dir
+    from . import pipeline
+
+    check_out_dir(a.out)
+    check_dtypes(a)
+    check_at_least(a, 1, *_POSITIVE)
+    check_at_least(a, 0, "confidence_confirm")
+    for dest, ok, what in _RANGES:
+        value = getattr(a, dest, None)
+        if value is not None and not ok(value):
+            raise OptionError(f"{flag_of(dest)} must be {what}, got {value}")
+    if hasattr(a, "temperature"):
+        sampling_from_args(a)
+    bad = [s for s in signals if s not in SIGNAL_NAMES]
+    if bad:
+        raise OptionError(f"--signals: unknown signal(s) {bad}; choose from {','.join(SIGNAL_NAMES)}")
+    for cfg in (trace_cfg, label_cfg, train_cfg):  # the rest of each stage's settings
+        if cfg is not None:
+            cfg.validate()
+    if train_cfg is not None:
+        pipeline.check_draft_args(train_cfg, a.init)
+        if a.init is not None:
+            check_draft_dir(a.init)
+    if getattr(a, "backend", None) == "vllm":
+        from ..vllm_plugin.backend import require_vllm
+
+        require_vllm()
+    if hasattr(a, "prompts"):
+        load_prompts(a.prompts)
+    check_target_dir(a.target)
+    if a.train_cmd not in ("traces", "all"):  # a later stage reads what earlier ones wrote to --out
+        pipeline.check_stage_inputs(a.train_cmd, a.out, getattr(a, "features", "online"), getattr(a, "init", None))
+
+
 def run(a) -> int:
     from ..engine import SpecExitGenerator
     from . import pipeline
 
+    trace_cfg, label_cfg, train_cfg = _configs(a)
+    signals = list(split_list(getattr(a, "signals", "")))
+    check_args(a, trace_cfg, label_cfg, train_cfg, signals)
     gen = SpecExitGenerator.from_pretrained(
         a.target, None, dtype=a.dtype, think_start=a.think_start, think_end=a.think_end, **answer_trigger_kwargs(a)
     )
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if a.train_cmd in ("traces", "all"):  # the first stage makes --out; the others found it (check_args)
+        out.mkdir(parents=True, exist_ok=True)
     progress = not a.no_progress
-    trace_cfg, label_cfg, train_cfg = _configs(a)
-    signals = list(split_list(getattr(a, "signals", "")))
     cmd = a.train_cmd
     if cmd == "traces":
         print(pipeline.stage_traces(gen, a.prompts, out, trace_cfg, progress))

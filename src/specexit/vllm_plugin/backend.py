@@ -164,14 +164,23 @@ class VLLMBackend:
         self.engine(self.engine_kind(mode))
 
     def describe(self) -> dict:
+        """Backend facts for run.json: both folders and their dtype (vLLM runs the draft in the target's),
+        the vLLM version, and the environment settings that decide the CPU worker's threads."""
         import vllm
 
+        dtype = str(self.engine_kw["dtype"])
+        env = ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE", "VLLM_USE_V2_MODEL_RUNNER")
         return {
             "backend": self.name,
             "versions": {"vllm": vllm.__version__},
             "target": self.target,
             "draft_signals": self.signals if self.draft else None,
             "num_speculative_tokens": self.k,
+            "models": {
+                "target": {"path": self.target, "dtype": dtype},
+                "draft": {"path": self.draft, "dtype": dtype} if self.draft else None,
+            },
+            "vllm_env": {k: os.environ.get(k) for k in env},
         }
 
     # -- generation ---------------------------------------------------------------------------------

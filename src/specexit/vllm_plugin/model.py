@@ -8,6 +8,7 @@ target's auxiliary hidden states of each step.  With k = 0 it behaves exactly li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import torch
@@ -18,8 +19,11 @@ from vllm.model_executor.models.llama_eagle3 import Eagle3LlamaForCausalLM
 from vllm.model_executor.models.utils import maybe_prefix
 
 from ..signals import signal_names
+from .config import DEFAULT_SETTINGS_ENV
 
-logger = init_logger(__name__)
+# under "vllm.": vLLM configures the handlers (and format) of its own logger tree only
+logger = init_logger(f"vllm.{__name__}")
+V2_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 
 
 class SpecExitEagle3LlamaForCausalLM(Eagle3LlamaForCausalLM):
@@ -56,10 +60,14 @@ class SpecExitEagle3LlamaForCausalLM(Eagle3LlamaForCausalLM):
 
         install()
         if self.num_signals and _uses_v2_runner(vllm_config):
-            logger.warning(
-                "SpecExit: vLLM chose Model Runner V2, which the exit hooks do not cover yet: speculative decoding "
-                "works, early exit does not. Set VLLM_USE_V2_MODEL_RUNNER=0 to use the V1 runner."
+            why = (
+                f"SpecExit: vLLM chose Model Runner V2 ({V2_ENV}={os.environ.get(V2_ENV)!r}), which the exit hooks "
+                "do not cover yet: speculative decoding works, early exit does not (requests that ask for it run "
+                f"without it and write no exit telemetry). Set {V2_ENV}=0 to use the V1 runner."
             )
+            if os.environ.get(DEFAULT_SETTINGS_ENV):  # a server whose every request should exit: refuse to start
+                raise ValueError(f"{why} ({DEFAULT_SETTINGS_ENV} asks for early exit on every request)")
+            logger.warning(why)
         logger.info(
             "SpecExit draft: exit signals %s (fc rows %d + %d)", self.signals, self.draft_hidden_size, self.num_signals
         )
@@ -97,7 +105,17 @@ class SpecExitEagle3LlamaForCausalLM(Eagle3LlamaForCausalLM):
 
 
 def _uses_v2_runner(vllm_config: VllmConfig) -> bool:
+    """Whether vLLM runs Model Runner V2 (not covered by the exit hooks).  Where this vLLM cannot say (no
+    ``use_v2_model_runner``: another version), the ``VLLM_USE_V2_MODEL_RUNNER`` setting decides, with a
+    warning: the guess is never silent."""
     try:
         return bool(vllm_config.use_v2_model_runner)
-    except Exception:  # property missing in another vLLM version: assume the V1 runner
-        return False
+    except Exception as e:
+        value = os.environ.get(V2_ENV)
+        v2 = value is not None and value.strip().lower() in ("1", "true", "yes")
+        logger.warning(
+            "SpecExit: cannot tell which model runner this vLLM uses (%s: %s); assuming %s from %s=%r. The exit "
+            "hooks cover the V1 runner only: set %s=0, or early exit may silently not happen.",
+            type(e).__name__, e, "V2" if v2 else "V1", V2_ENV, value, V2_ENV,
+        )  # fmt: skip
+        return v2

@@ -19,6 +19,11 @@ them):
 
 Requests without ``extra_args["specexit"]`` are untouched (their rows are never read), unless the
 environment variable ``SPECEXIT_VLLM_DEFAULT_SETTINGS`` (JSON) gives settings for them.
+
+A request whose settings are refused is never failed here (that would take the engine down): it runs
+without early exit, gets an ``"error"`` telemetry event (the offline backend raises it to its caller)
+and a warning in vLLM's log naming the request id, its tag and the error (what a ``vllm serve`` user
+sees; docs/serving.md).
 """
 
 from __future__ import annotations
@@ -42,6 +47,28 @@ from .config import DEFAULT_SETTINGS_ENV, EXTRA_ARGS_KEY, RequestExitSettings, p
 _PLACEHOLDER = -1  # vLLM's PLACEHOLDER_TOKEN_ID for rejected positions
 _lock = threading.Lock()
 _installed = False
+
+
+def _logger():
+    """vLLM's logger (its handlers and format; a name under "vllm." so that vLLM's config applies)."""
+    try:
+        from vllm.logger import init_logger
+    except ImportError:  # not inside vLLM (a unit test): the standard logger
+        import logging
+
+        return logging.getLogger(f"vllm.{__name__}")
+    return init_logger(f"vllm.{__name__}")
+
+
+def _raw_tag(raw: Any) -> str | None:
+    """The ``tag`` of request settings that failed validation (a dict, or one as a JSON string)."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    tag = raw.get("tag") if isinstance(raw, dict) else None
+    return tag if isinstance(tag, str) else None
 
 
 def install() -> None:
@@ -109,6 +136,7 @@ class _Request:
     signal_rounds: int = 0
     trace: list[dict] = field(default_factory=list)
     closed: bool = False  # stopped: no more exit checks, telemetry already written
+    tag: str | None = None  # the request's tag where its settings were refused (settings is None then)
 
 
 class RunnerState:
@@ -171,7 +199,13 @@ class RunnerState:
             )
             return _Request(settings, control)
         except (SpecExitError, ValueError, TypeError) as e:  # never take the engine down for a bad request
-            req = _Request(None, None, error=f"{type(e).__name__}: {e}")
+            tag = _raw_tag(raw)
+            req = _Request(None, None, error=f"{type(e).__name__}: {e}", tag=tag)
+            # the caller of `vllm serve` sees only the server log (no telemetry file is read there)
+            _logger().warning(
+                "SpecExit: request %s (tag %s): specexit settings refused, the request runs without early exit: %s",
+                rid, tag, req.error,
+            )  # fmt: skip
             self._emit(rid, req, "error")
             return req
 
@@ -277,7 +311,7 @@ class RunnerState:
         rec: dict[str, Any] = {
             "event": event,
             "request_id": rid,
-            "tag": req.settings.tag if req.settings else None,
+            "tag": req.settings.tag if req.settings else req.tag,  # the backend matches the error by it
             "error": req.error,
             "exited": bool(control and control.record),
             "forced": req.forced,
