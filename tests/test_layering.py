@@ -37,7 +37,7 @@ CORE = (
     "verify",
 )
 # the layers above (or beside) the core; the core imports none of them
-UPPER = ("serve", "bench", "vllm_plugin", "testbed", "train", "cli", "cli_options", "demo", "zoo", "engine")
+UPPER = ("serve", "bench", "vllm_plugin", "testbed", "train", "reasoner", "cli", "cli_options", "demo", "zoo", "engine")
 # pure-Python modules: importable without torch (the vLLM plugin's config, the server's validation, tests)
 TORCH_FREE = ("answer_trigger", "boundaries", "detokenize", "errors", "exit_policy", "signals", "span")
 

@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     from .bench.cli import register as register_bench
     from .demo import register as register_demo
+    from .reasoner.cli import register as register_reasoner
     from .serve.cli import register as register_serve
     from .testbed.cli import register as register_testbed
     from .train.cli import register as register_train
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     register_train(sub)
     register_bench(sub)
     register_serve(sub)
+    register_reasoner(sub)
     return p
 
 
@@ -282,6 +284,12 @@ def _cmd_testbed(a) -> int:
     return run(a)
 
 
+def _cmd_reasoner(a) -> int:
+    from .reasoner.cli import run
+
+    return run(a)
+
+
 def _cmd_demo(a) -> int:
     from .demo import run
 
@@ -312,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _cmd_serve,
         "testbed": _cmd_testbed,
         "demo": _cmd_demo,
+        "reasoner": _cmd_reasoner,
     }[args.cmd]
     try:
         return handler(args)
