@@ -45,3 +45,78 @@ def test_cli_writes_a_prompt_file(tmp_path, capsys):
     empty = ["reasoner", "problems", "--out", str(tmp_path / "x.jsonl"), "--n-testbed", "0", "--n-per-task", "0"]
     assert main(empty) == 2
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def _records(answers_by_problem: dict[int, list[str]], gold: str = "7") -> list[dict]:
+    rows = []
+    for pid, answers in answers_by_problem.items():
+        for k, a in enumerate(answers):
+            text = f"Step one for {pid}.\n\nStep two gives {a}.\n\nSo the answer is \\boxed{{{a}}}.<|im_end|>"
+            rows.append({"prompt_id": pid, "sample": k, "question": f"Q{pid}?", "gold": gold, "text": text,
+                         "final_answer": a, "finish_reason": "stop", "output_ids": [0] * 30})  # fmt: skip
+    return rows
+
+
+def test_composed_traces_end_right_and_keep_wrong_first_passes():
+    from specexit.reasoner.compose import RECHECK_OPENERS, ComposeConfig, compose
+
+    records = _records({i: ["7", "7", "3", "7"] for i in range(200)} | {999: ["3", "4"]})
+    records.append({**records[0], "sample": 9, "text": "```python\nprint(7)\n```", "final_answer": "7"})  # code
+    cfg = ComposeConfig(traces_per_problem=2, seed=0)
+    traces = compose(records, cfg)
+    assert traces == compose(records, cfg)  # deterministic
+    assert len(traces) == 400 and not any(t.prompt_id == 999 for t in traces)  # never right: no trace
+    assert all(t.pass_answers[-1] == "7" and t.answer == "The answer is \\boxed{7}." for t in traces)
+    wrong_first = [t for t in traces if not t.first_pass_right]
+    # the model's own error rate among its samples is 1/4: wrong first passes appear about that often
+    assert 0.15 < len(wrong_first) / len(traces) < 0.35
+    assert all(t.n_rechecks >= 1 and "So the answer is 7, not 3." in t.thinking for t in wrong_first)
+    counts = [t.n_rechecks for t in traces]
+    assert min(counts) == 0 and max(counts) <= cfg.max_rechecks and 1.5 < sum(counts) / len(counts) < 2.8
+    for t in traces:  # one opener per re-check, paragraphs separated by blank lines, no code, no specials
+        assert sum(t.thinking.count(o) for o in RECHECK_OPENERS) == t.n_rechecks
+        assert "```" not in t.thinking and "<|im_end|>" not in t.thinking and "\n\n" in t.thinking
+
+
+def test_cli_compose_writes_examples_and_stats(tmp_path, capsys):
+    samples = tmp_path / "traces.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in _records({0: ["7", "3"], 1: ["7", "7"], 2: ["1"]})))
+    out = tmp_path / "sft.jsonl"
+    assert main(["reasoner", "compose", "--samples", str(samples), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    stats = json.loads(out.with_suffix(".stats.json").read_text())
+    assert len(rows) == 4 == stats["traces"] and stats["problems"] == 3 and stats["problems_with_a_right_sample"] == 2
+    assert all(r["answer"] == "The answer is \\boxed{7}." for r in rows)
+    none = tmp_path / "none.jsonl"
+    none.write_text(json.dumps(_records({5: ["1"]})[0]) + "\n")
+    assert main(["reasoner", "compose", "--samples", str(none), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def _sft_examples(path, n: int = 6):
+    rows = [{"question": f"What is {i} + {i}?", "thinking": f"{i} + {i} = {2 * i}.\n\nLet me verify that.\n\n"
+             f"Yes, {2 * i}.", "answer": f"The answer is \\boxed{{{2 * i}}}."} for i in range(n)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_tune_learns_resumes_to_the_same_curve_and_trains_the_think_rows(thinking_tiny_dir, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from specexit.reasoner.tune import TuneConfig, tune
+
+    data = _sft_examples(tmp_path / "sft.jsonl")
+    cfg = TuneConfig(lr=5e-3, warmup=1, epochs=4, grad_accum=2, ckpt_every=2, max_len=128)
+    straight = tmp_path / "straight"
+    tune(thinking_tiny_dir, thinking_tiny_dir, data, straight, cfg, progress=False)
+    losses = [json.loads(line)["loss"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and losses[-1] < 0.7 * losses[0], losses  # it learns the traces
+    # interrupted after 4 steps, then resumed: the same loss curve
+    part = tmp_path / "part"
+    tune(thinking_tiny_dir, thinking_tiny_dir, data, part, TuneConfig(**{**cfg.__dict__, "max_steps": 4}), False)
+    tune(thinking_tiny_dir, thinking_tiny_dir, data, part, cfg, progress=False)
+    resumed = [json.loads(line)["loss"] for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert resumed == pytest.approx(losses, rel=1e-4, abs=1e-5)
+    adapter = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in adapter) and any("token_adapter" in k or "trainable_tokens" in k for k in adapter)

