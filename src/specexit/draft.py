@@ -35,7 +35,7 @@ from transformers.models.llama.modeling_llama import (
 
 from .errors import CheckpointError, ConfigError, corrupt_weights
 from .signals import SIGNAL_NAMES, activate_rows, names_for_count
-from .target import unreadable_safetensors
+from .target import read_json_config, unreadable_safetensors
 
 DRAFT_ARCHITECTURE = "LlamaForCausalLMEagle3"
 WEIGHTS_NAME = "model.safetensors"
@@ -398,14 +398,7 @@ def _read_config(path: Path) -> DraftConfig:
 
 def read_draft_config(path: str | Path) -> dict:
     """The JSON object in ``path/config.json``, or a CheckpointError naming the file."""
-    f = Path(path) / "config.json"
-    try:
-        d = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{f} is not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{f} is not a JSON object")
-    return d
+    return read_json_config(Path(path) / "config.json")
 
 
 def check_draft_dir(path: str | Path) -> DraftConfig:

@@ -51,12 +51,17 @@ def read_model_config(path: str | Path) -> dict:
         raise CheckpointError(f"model directory not found: {path}")
     if not cfg.is_file():
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face model folder")
+    return read_json_config(cfg)
+
+
+def read_json_config(file: Path) -> dict:
+    """The JSON object in a model's (or draft's) ``config.json``, or a CheckpointError naming the file."""
     try:
-        out = json.loads(cfg.read_text())
+        out = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg} is not valid JSON: {e}") from e
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
     if not isinstance(out, dict):
-        raise CheckpointError(f"{cfg} is not a JSON object")
+        raise CheckpointError(f"{file} is not a JSON object")
     return out
 
 
