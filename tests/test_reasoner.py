@@ -120,3 +120,28 @@ def test_tune_learns_resumes_to_the_same_curve_and_trains_the_think_rows(thinkin
     assert resumed == pytest.approx(losses, rel=1e-4, abs=1e-5)
     adapter = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
     assert any("lora_A" in k for k in adapter) and any("token_adapter" in k or "trainable_tokens" in k for k in adapter)
+
+
+def test_merge_gives_the_tuned_model_as_a_plain_folder(thinking_tiny_dir, tmp_path):
+    pytest.importorskip("peft")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from specexit.engine import SpecExitGenerator
+    from specexit.reasoner.merge import merge_adapter
+    from specexit.reasoner.tune import TuneConfig, tune
+
+    data = _sft_examples(tmp_path / "sft.jsonl", n=4)
+    run = tmp_path / "run"
+    tune(thinking_tiny_dir, thinking_tiny_dir, data, run, TuneConfig(lr=5e-3, warmup=1, grad_accum=2), progress=False)
+    merged = merge_adapter(thinking_tiny_dir, run / "adapter", thinking_tiny_dir, tmp_path / "merged")
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(thinking_tiny_dir), run / "adapter")
+        want = tuned(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged)(input_ids=ids).logits
+        base = AutoModelForCausalLM.from_pretrained(thinking_tiny_dir)(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, base, atol=1e-4)
+    gen = SpecExitGenerator.from_pretrained(merged)  # the package loads it as a thinking target
+    assert gen.think_end_id is not None and not (tmp_path / "merged.tmp").exists()

@@ -53,6 +53,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--ckpt-every", type=int, default=25)
     t.add_argument("--lora-r", type=int, default=16)
     t.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("merge", help="merge a tuned adapter into its base: an HF folder of the thinking model")
+    m.add_argument("--base", required=True)
+    m.add_argument("--adapter", required=True, help="the adapter/ folder of `reasoner tune`")
+    m.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the Qwen3 one)")
+    m.add_argument("--out", required=True)
     return r
 
 
@@ -135,4 +140,11 @@ def run(a) -> int:
         return 0
     if a.reasoner_cmd == "tune":
         return _tune(a)
+    if a.reasoner_cmd == "merge":
+        from .merge import merge_adapter
+        from .tokenizer import fetch_qwen3_tokenizer
+
+        tokenizer = a.tokenizer or fetch_qwen3_tokenizer(_default_tokenizer())
+        print(merge_adapter(a.base, a.adapter, tokenizer, a.out))
+        return 0
     raise ConfigError(f"unknown reasoner command {a.reasoner_cmd!r}")  # pragma: no cover - argparse guards it

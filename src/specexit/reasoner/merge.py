@@ -1,0 +1,38 @@
+"""Merge a tuned adapter into its base model: a plain HF folder (safetensors) with the Qwen3 tokenizer,
+which every part of this package loads as a thinking target (engine, bench, train, serve)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+
+def merge_adapter(
+    base_dir: str | Path, adapter_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path
+) -> Path:
+    """Write OUT (complete or not at all): base + LoRA merged, think-token rows in place, float32."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir, out = Path(adapter_dir), Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"--adapter {adapter_dir}: no adapter_config.json (the adapter/ folder of `reasoner tune`)")
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    stage = out.with_name(out.name + ".tmp")
+    shutil.rmtree(stage, ignore_errors=True)
+    # the model stops at the end of its turn; Qwen3's template ends turns with <|im_end|>
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    model.save_pretrained(str(stage))
+    tok.save_pretrained(str(stage))
+    made_from = {"base": str(base_dir), "adapter": str(adapter_dir), "tokenizer": str(tokenizer_dir)}
+    (stage / "specexit_reasoner.json").write_text(json.dumps(made_from, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    stage.replace(out)
+    return out
