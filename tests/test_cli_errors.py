@@ -217,6 +217,15 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], str | None]] = [
     ("serve-specexit-plain-draft", ["serve", "--target", T, "--draft", "{plain}", "--mode", "specexit"],
      ("--mode specexit",), None),
     ("serve-bad-log-level", ["serve", "--target", T, "--log-level", "loud"], ("--log-level",), None),
+    # reasoner
+    ("reasoner-problems-negative", ["reasoner", "problems", "--out", "{new}/p.jsonl", "--n-testbed", "-1"],
+     ("--n-testbed",), "{new}"),
+    ("reasoner-compose-missing-samples", ["reasoner", "compose", "--samples", "{new}/none.jsonl", "--out", "{new}/o"],
+     ("none.jsonl",), "{new}"),
+    ("reasoner-tune-bad-lr", ["reasoner", "tune", "--base", T, "--examples", "{empty}", "--out", "{new}", "--lr", "5"],
+     ("lr",), "{new}"),
+    ("reasoner-merge-no-adapter", ["reasoner", "merge", "--base", T, "--adapter", "{new}", "--out", "{new}/m"],
+     ("--adapter",), "{new}"),
     # models
     ("models-get-unknown", ["models", "get", "no-such-model"], ("no-such-model",), None),
     ("models-draft-unknown", ["models", "draft", "no-such-model"], ("no-such-model",), None),

@@ -144,6 +144,8 @@ def run(a) -> int:
         from .merge import merge_adapter
         from .tokenizer import fetch_qwen3_tokenizer
 
+        if not (Path(a.adapter) / "adapter_config.json").is_file():  # before any fetch or load
+            raise ConfigError(f"--adapter {a.adapter}: no adapter_config.json (the adapter/ folder of `reasoner tune`)")
         tokenizer = a.tokenizer or fetch_qwen3_tokenizer(_default_tokenizer())
         print(merge_adapter(a.base, a.adapter, tokenizer, a.out))
         return 0
