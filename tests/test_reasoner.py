@@ -145,3 +145,15 @@ def test_merge_gives_the_tuned_model_as_a_plain_folder(thinking_tiny_dir, tmp_pa
     assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, base, atol=1e-4)
     gen = SpecExitGenerator.from_pretrained(merged)  # the package loads it as a thinking target
     assert gen.think_end_id is not None and not (tmp_path / "merged.tmp").exists()
+
+
+def test_a_trace_longer_than_max_len_is_left_out_not_cut(thinking_tiny_dir):
+    from transformers import AutoTokenizer
+
+    from specexit.reasoner.tune import encode_example
+
+    tok = AutoTokenizer.from_pretrained(thinking_tiny_dir)
+    ex = {"question": "What is 2 + 2?", "thinking": "2 + 2 = 4. " * 40, "answer": "The answer is \\boxed{4}."}
+    ids, start = encode_example(tok, ex, 10_000)
+    assert ids[-2:] == tok.encode("<|im_end|>\n", add_special_tokens=False)[-2:] and 0 < start < len(ids)
+    assert encode_example(tok, ex, len(ids) - 1) is None  # cutting it would drop </think> and the answer

@@ -57,15 +57,17 @@ def completion_text(ex: dict) -> str:
     return f"<think>\n{ex['thinking'].strip()}\n</think>\n\n{ex['answer'].strip()}<|im_end|>\n"
 
 
-def encode_example(tok, ex: dict, max_len: int) -> tuple[list[int], int]:
-    """(token ids, index of the first completion token); cut to ``max_len`` from the end of the
-    completion side (a trace longer than that loses its last tokens, never its prompt)."""
+def encode_example(tok, ex: dict, max_len: int) -> tuple[list[int], int] | None:
+    """(token ids, index of the first completion token), or None for a trace longer than ``max_len``:
+    cutting one would drop its ``</think>`` and answer and teach the model to re-check without end
+    (round 1 of docs/reasoner.md did that), so such traces are left out."""
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": ex["question"]}], tokenize=False, add_generation_prompt=True, enable_thinking=True
     )
     p_ids = tok.encode(prompt, add_special_tokens=False)
     c_ids = tok.encode(completion_text(ex), add_special_tokens=False)
-    return (p_ids + c_ids)[:max_len], len(p_ids)
+    ids = p_ids + c_ids
+    return (ids, len(p_ids)) if len(ids) <= max_len else None
 
 
 def think_token_ids(tok) -> list[int]:
@@ -137,7 +139,11 @@ def tune(
     if not examples:
         raise ConfigError(f"{examples_path}: no examples")
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    data = [encode_example(tok, ex, cfg.max_len) for ex in examples]
+    encoded = [encode_example(tok, ex, cfg.max_len) for ex in examples]
+    data = [e for e in encoded if e is not None]
+    too_long = len(encoded) - len(data)
+    if not data:
+        raise ConfigError(f"{examples_path}: every example is longer than --max-len {cfg.max_len}")
     torch.manual_seed(cfg.seed)
     model = build_model(base_dir, tok, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -186,7 +192,7 @@ def tune(
             _save_checkpoint(out, model, opt, sched, {"step": step})
     bar.close()
     model.save_pretrained(str(out / "adapter"))
-    summary = {"steps": step, "examples": len(data), "config": asdict(cfg),
+    summary = {"steps": step, "examples": len(data), "too_long_left_out": too_long, "config": asdict(cfg),
                "wall_s_this_run": round(time.perf_counter() - t0, 2), "base": str(base_dir),
                "tokenizer": str(tokenizer_dir), "think_token_ids": think_token_ids(tok)}  # fmt: skip
     (out / "tune.json").write_text(json.dumps(summary, indent=2) + "\n")
