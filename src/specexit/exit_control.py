@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .boundaries import BoundaryDetector
-from .exit_policy import ExitConfig, ExitDecision, ExitPolicy, ExitRecord
+from .exit_policy import ExitConfig, ExitDecision, ExitPolicy, ExitRecord, history_records
 from .span import SpanMarkers
 
 PROMPT_TAIL_TOKENS = 8  # prompt tokens decoded to give the boundary detector its left context
@@ -107,10 +107,6 @@ class ExitController:
         return self.policy.can_exit
 
     @property
-    def enabled(self) -> bool:
-        return self.policy.enabled
-
-    @property
     def wants_signals(self) -> bool:
         """Whether a read-out of the draft's signals can still matter (saves the caller computing one)."""
         return self.policy.enabled and not self.policy.finished
@@ -144,7 +140,7 @@ class ExitController:
         return self.policy.record.to_dict() if self.policy.record is not None else None
 
     def history_dicts(self) -> list[dict]:
-        return [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in self.policy.history]
+        return history_records(self.policy.history)
 
     # -- rounds -----------------------------------------------------------------------------------
     def observe(self, tokens: Sequence[int]) -> ExitDecision:

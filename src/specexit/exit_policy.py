@@ -147,6 +147,11 @@ class ExitDecision:
         return self.keep is not None
 
 
+def history_records(history) -> list[dict]:
+    """An exit policy's signal history, (thinking position, raw, smoothed) per read-out, as JSON records."""
+    return [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in history]
+
+
 class ExitPolicy:
     """Tracks the thinking span and applies the exit rule round by round."""
 

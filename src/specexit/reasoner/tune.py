@@ -22,7 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..jsonl import append_jsonl, iter_jsonl
-from ..train.loop import epoch_generator, warmup_schedule
+from ..train.loop import drop_metrics_after, epoch_generator, warmup_schedule
 
 THINK_TOKENS = ("<think>", "</think>")
 
@@ -157,9 +157,7 @@ def tune(
     state = _load_checkpoint(out, model, opt, sched) or {"step": 0}
     step = state["step"]
     log = out / "metrics.jsonl"
-    if log.exists():  # metrics logged after the checkpoint are redone
-        kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        log.write_text("".join(line + "\n" for line in kept))
+    drop_metrics_after(log, step)  # metrics logged after the checkpoint are redone
     model.train()
     bar = tqdm(total=total, initial=step, desc="tune", unit="step", disable=not progress)
     t0 = time.perf_counter()

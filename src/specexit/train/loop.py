@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 
@@ -46,3 +48,11 @@ def optimizer_step(
     opt.step()
     sched.step()
     return gnorm
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """On resume: remove the metrics lines logged after the checkpoint's ``step``, so the curve goes on
+    from the checkpoint without a repeated or orphaned stretch."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))

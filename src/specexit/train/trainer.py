@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..jsonl import append_jsonl
 from .data import Example
 from .labels import FILL_MODES
-from .loop import epoch_generator, optimizer_step, warmup_schedule
+from .loop import drop_metrics_after, epoch_generator, optimizer_step, warmup_schedule
 from .ttt import ttt_forward
 
 SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -435,12 +435,8 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.weights.load_state_dict(state["loss_weights"])
         self.step = int(state["step"])
-        metrics = self.out / "metrics.jsonl"
-        if (
-            metrics.exists() and self.rank == 0
-        ):  # drop what was logged after the checkpoint: the curve continues cleanly
-            keep = [ln for ln in metrics.read_text().splitlines() if json.loads(ln).get("step", 0) <= self.step]
-            metrics.write_text("".join(ln + "\n" for ln in keep))
+        if self.rank == 0:
+            drop_metrics_after(self.out / "metrics.jsonl", self.step)
         return True
 
     # -- the loop -----------------------------------------------------------------------------------
