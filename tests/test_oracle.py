@@ -15,8 +15,7 @@ def brute_force(traces: list[TraceExits], tolerance: float) -> float:
     n, total = len(traces), sum(t.thinking for t in traces)
     need = sum(t.full_right for t in traces) - tolerance * n - 1e-9
     per_trace = [
-        [(0, t.full_right)] + [(t.thinking - c, ok) for c, ok in zip(t.cuts, t.cut_right, strict=True)]
-        for t in traces
+        [(0, t.full_right)] + [(t.thinking - c, ok) for c, ok in zip(t.cuts, t.cut_right, strict=True)] for t in traces
     ]
     best = 0.0
     for choice in itertools.product(*per_trace):

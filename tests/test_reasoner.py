@@ -157,3 +157,54 @@ def test_a_trace_longer_than_max_len_is_left_out_not_cut(thinking_tiny_dir):
     ids, start = encode_example(tok, ex, 10_000)
     assert ids[-2:] == tok.encode("<|im_end|>\n", add_special_tokens=False)[-2:] and 0 < start < len(ids)
     assert encode_example(tok, ex, len(ids) - 1) is None  # cutting it would drop </think> and the answer
+
+
+_QWEN3_TAIL = """{%- for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}
+{%- endif %}"""
+
+
+def _render(template: str, **kw) -> str:
+    import jinja2
+
+    msgs = [{"role": "user", "content": "1 + 1?"}]
+    return jinja2.Environment().from_string(template).render(messages=msgs, add_generation_prompt=True, **kw)
+
+
+def test_the_thinking_template_opens_think_and_keeps_nothink_an_empty_span():
+    from specexit.reasoner.tokenizer import opening_template
+
+    assert not _render(_QWEN3_TAIL, enable_thinking=True).endswith("<think>\n")  # Qwen3 leaves it to the model
+    t = opening_template(_QWEN3_TAIL)
+    assert _render(t, enable_thinking=True).endswith("assistant\n<think>\n")
+    assert _render(t).endswith("assistant\n<think>\n")
+    assert _render(t, enable_thinking=False).endswith("assistant\n<think>\n\n</think>\n\n")
+
+
+def test_the_real_qwen3_template_is_rewritten():
+    from specexit.reasoner.tokenizer import default_tokenizer_dir, is_complete, load_thinking_tokenizer
+
+    folder = default_tokenizer_dir()
+    if not is_complete(folder):
+        pytest.skip("the Qwen3 tokenizer is not cached (specexit reasoner tokenizer)")
+    tok = load_thinking_tokenizer(folder)
+    ids = tok.apply_chat_template([{"role": "user", "content": "2 + 2?"}], add_generation_prompt=True,
+                                  enable_thinking=True, tokenize=False)  # fmt: skip
+    assert ids.endswith("<|im_start|>assistant\n<think>\n")
+
+
+def test_a_tokenizer_whose_template_cannot_open_think_is_refused(tmp_path, thinking_tiny_dir):
+    from transformers import AutoTokenizer
+
+    from specexit.errors import SpecExitError
+    from specexit.reasoner.tokenizer import load_thinking_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(thinking_tiny_dir)
+    tok.chat_template = "{%- for m in messages %}{{ m.content }}{%- endfor %}{{ 'assistant:' }}"
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(SpecExitError, match="opens <think>"):
+        load_thinking_tokenizer(tmp_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..cli_options import check_at_least
 from ..errors import ConfigError
+from .tokenizer import default_tokenizer_dir
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -52,12 +53,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     return r
 
 
-def _default_tokenizer() -> Path:
-    from ..zoo import cache_dir
-
-    return cache_dir() / "tokenizers" / "qwen3"
-
-
 def _tune(a) -> int:
     from ..machine import bf16_verdict, isa_flags
     from .tokenizer import fetch_qwen3_tokenizer
@@ -70,7 +65,7 @@ def _tune(a) -> int:
     cfg = TuneConfig(lr=a.lr, epochs=a.epochs, max_steps=a.max_steps, grad_accum=a.grad_accum, max_len=a.max_len,
                      ckpt_every=a.ckpt_every, lora_r=a.lora_r, lora_alpha=2 * a.lora_r, dtype=dtype)  # fmt: skip
     cfg.validate()  # before anything loads or is written
-    tokenizer = a.tokenizer or fetch_qwen3_tokenizer(_default_tokenizer())
+    tokenizer = a.tokenizer or fetch_qwen3_tokenizer(default_tokenizer_dir())
     summary = tune(a.base, tokenizer, a.examples, a.out, cfg, progress=not a.no_progress)
     print(f"tuned {summary['steps']} steps ({dtype}) -> {a.out}/adapter")
     return 0
@@ -131,7 +126,7 @@ def run(a) -> int:
     if a.reasoner_cmd == "tokenizer":
         from .tokenizer import fetch_qwen3_tokenizer
 
-        print(fetch_qwen3_tokenizer(a.out or _default_tokenizer()))
+        print(fetch_qwen3_tokenizer(a.out or default_tokenizer_dir()))
         return 0
     if a.reasoner_cmd == "tune":
         return _tune(a)
@@ -141,7 +136,7 @@ def run(a) -> int:
 
         if not (Path(a.adapter) / "adapter_config.json").is_file():  # before any fetch or load
             raise ConfigError(f"--adapter {a.adapter}: no adapter_config.json (the adapter/ folder of `reasoner tune`)")
-        tokenizer = a.tokenizer or fetch_qwen3_tokenizer(_default_tokenizer())
+        tokenizer = a.tokenizer or fetch_qwen3_tokenizer(default_tokenizer_dir())
         print(merge_adapter(a.base, a.adapter, tokenizer, a.out))
         return 0
     raise ConfigError(f"unknown reasoner command {a.reasoner_cmd!r}")  # pragma: no cover - argparse guards it

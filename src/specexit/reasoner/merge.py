@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from .tokenizer import load_thinking_tokenizer
 
 
 def merge_adapter(
@@ -17,12 +18,12 @@ def merge_adapter(
 ) -> Path:
     """Write OUT (complete or not at all): base + LoRA merged, think-token rows in place, float32."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     adapter_dir, out = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ConfigError(f"--adapter {adapter_dir}: no adapter_config.json (the adapter/ folder of `reasoner tune`)")
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    tok = load_thinking_tokenizer(tokenizer_dir)
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     stage = out.with_name(out.name + ".tmp")

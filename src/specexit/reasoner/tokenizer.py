@@ -21,6 +21,45 @@ FILES_SHA256 = {  # measured on the unpacked package (2026-12-01)
 }
 
 
+# Qwen3's template leaves opening the span to the model; the thinking model's template opens it in the
+# prompt (as Qwen3-Thinking-2507 and DeepSeek-R1-0528 do), so every output thinks and `nothink` stays
+# Qwen3's empty span.  Round 1 of docs/reasoner.md: the model left `<think>` out in half its outputs.
+_QWEN3_GENERATION_PROMPT = """    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}"""
+_OPENING_GENERATION_PROMPT = """    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- else %}
+        {{- '<think>\\n' }}
+    {%- endif %}"""
+
+
+def default_tokenizer_dir() -> Path:
+    """Where ``specexit reasoner tokenizer`` keeps the Qwen3 tokenizer."""
+    from ..zoo import cache_dir
+
+    return cache_dir() / "tokenizers" / "qwen3"
+
+
+def opening_template(template: str) -> str:
+    """Qwen3's chat template with the generation prompt ending in ``<think>\\n`` unless thinking is off."""
+    return template.replace(_QWEN3_GENERATION_PROMPT, _OPENING_GENERATION_PROMPT)
+
+
+def load_thinking_tokenizer(folder: str | Path):
+    """The tokenizer of ``folder`` with a template whose thinking prompt opens ``<think>`` (Qwen3's is
+    rewritten by ``opening_template``; one that opens it already is kept)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tok.chat_template = opening_template(tok.chat_template or "")
+    probe = [{"role": "user", "content": "1 + 1?"}]
+    text = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True, enable_thinking=True)
+    if not text.rstrip().endswith("<think>"):
+        raise SpecExitError(f"{folder}: its chat template neither is Qwen3's nor opens <think> in the prompt")
+    return tok
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

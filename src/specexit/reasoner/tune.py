@@ -2,8 +2,8 @@
 
 LoRA (peft) on the attention projections plus the embedding rows of the think tokens and, for a model
 with an untied output head, their head rows: those rows are untrained in Qwen2.5 weights, and the
-model must learn to *write* ``</think>``.  The loss covers the completion only (``<think>`` …
-``</think>`` answer ``<|im_end|>``), not the prompt.
+model must learn to *write* ``</think>``.  The prompt opens ``<think>`` (``tokenizer.opening_template``);
+the loss covers the completion only (thinking, ``</think>``, answer, ``<|im_end|>``), not the prompt.
 
 Resumable: a checkpoint (adapter, optimizer, schedule, step, RNG) is written atomically every
 ``ckpt_every`` steps; a rerun with the same ``--out`` continues from it and gives the same loss curve
@@ -23,6 +23,7 @@ import torch
 from ..errors import ConfigError
 from ..jsonl import append_jsonl, iter_jsonl
 from ..train.loop import drop_metrics_after, epoch_generator, warmup_schedule
+from .tokenizer import load_thinking_tokenizer
 
 THINK_TOKENS = ("<think>", "</think>")
 
@@ -53,8 +54,8 @@ class TuneConfig:
 
 
 def completion_text(ex: dict) -> str:
-    """What the thinking model writes after the chat prompt (the Qwen3 template's assistant turn)."""
-    return f"<think>\n{ex['thinking'].strip()}\n</think>\n\n{ex['answer'].strip()}<|im_end|>\n"
+    """What the thinking model writes after its chat prompt, which opens ``<think>`` (``opening_template``)."""
+    return f"{ex['thinking'].strip()}\n</think>\n\n{ex['answer'].strip()}<|im_end|>\n"
 
 
 def encode_example(tok, ex: dict, max_len: int) -> tuple[list[int], int] | None:
@@ -131,14 +132,13 @@ def tune(
 ) -> dict:
     """Train (or resume) and write OUT/adapter; returns the run summary (also OUT/tune.json)."""
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
     cfg.validate()
     out = Path(out_dir)
     examples = [obj for _, obj in iter_jsonl(examples_path)]
     if not examples:
         raise ConfigError(f"{examples_path}: no examples")
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    tok = load_thinking_tokenizer(tokenizer_dir)
     encoded = [encode_example(tok, ex, cfg.max_len) for ex in examples]
     data = [e for e in encoded if e is not None]
     too_long = len(encoded) - len(data)
