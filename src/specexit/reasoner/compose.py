@@ -37,15 +37,19 @@ _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
 @dataclass(frozen=True)
 class ComposeConfig:
     p_no_recheck: float = 0.1  # a trace with no re-verification at all
-    p_more: float = 0.6  # after each re-verification, another one follows with this probability
-    max_rechecks: int = 5
+    p_more: float = 0.6  # after the first re-verification, another one follows with this probability
+    # ... and after the n-th with p_more * more_decay ** (n - 1): a falling hazard, so that the most likely
+    # next step is to close the span after a few re-checks (with a constant p_more > 0.5, greedy decoding
+    # of the round-1 model re-checked without end)
+    more_decay: float = 0.7
+    max_rechecks: int = 4
     traces_per_problem: int = 2
     max_pass_tokens: int = 400  # solutions cut off or longer than this (model tokens) are not used
     seed: int = 0
 
     def validate(self) -> None:
-        if not (0 <= self.p_no_recheck <= 1 and 0 <= self.p_more < 1):
-            raise ConfigError("p_no_recheck must be in [0, 1] and p_more in [0, 1)")
+        if not (0 <= self.p_no_recheck <= 1 and 0 <= self.p_more < 1 and 0 < self.more_decay <= 1):
+            raise ConfigError("p_no_recheck must be in [0, 1], p_more in [0, 1) and more_decay in (0, 1]")
         if self.max_rechecks < 0 or self.traces_per_problem < 1 or self.max_pass_tokens < 1:
             raise ConfigError("max_rechecks must be >= 0, traces_per_problem and max_pass_tokens >= 1")
 
@@ -92,7 +96,7 @@ def n_rechecks(rng: random.Random, cfg: ComposeConfig) -> int:
     if rng.random() < cfg.p_no_recheck:
         return 0
     n = 1
-    while n < cfg.max_rechecks and rng.random() < cfg.p_more:
+    while n < cfg.max_rechecks and rng.random() < cfg.p_more * cfg.more_decay ** (n - 1):
         n += 1
     return n
 
