@@ -25,6 +25,7 @@ CORE = (
     "errors",
     "exit_control",
     "exit_policy",
+    "policy_file",
     "probe",
     "profiling",
     "proposer",
@@ -37,9 +38,14 @@ CORE = (
     "verify",
 )
 # the layers above (or beside) the core; the core imports none of them
-UPPER = ("serve", "bench", "vllm_plugin", "testbed", "train", "reasoner", "cli", "cli_options", "demo", "zoo", "engine")
+UPPER = (
+    "serve", "bench", "calibration", "vllm_plugin", "testbed", "train", "reasoner", "cli", "cli_options", "demo",
+    "zoo", "engine",
+)  # fmt: skip
 # pure-Python modules: importable without torch (the vLLM plugin's config, the server's validation, tests)
-TORCH_FREE = ("answer_trigger", "boundaries", "detokenize", "errors", "exit_policy", "signals", "span")
+TORCH_FREE = (
+    "answer_trigger", "boundaries", "detokenize", "errors", "exit_policy", "policy_file", "signals", "span",
+)  # fmt: skip
 
 
 def module_name(path: Path) -> str:

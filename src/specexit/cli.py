@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-check-logits", action="store_true", help="skip the GGUF-vs-saved-folder logits check after converting"
     )
     from .bench.cli import register as register_bench
+    from .calibration.cli import register as register_calibrate
     from .demo import register as register_demo
     from .reasoner.cli import register as register_reasoner
     from .serve.cli import register as register_serve
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     register_bench(sub)
     register_serve(sub)
     register_reasoner(sub)
+    register_calibrate(sub)
     return p
 
 
@@ -156,6 +158,7 @@ def _cmd_generate(a) -> int:
     from dataclasses import replace
 
     from .engine import SpecExitGenerator
+    from .policy_file import load_policy
     from .target import check_target_dir
 
     mode = a.mode or ("specexit" if a.draft else "vanilla")
@@ -166,7 +169,7 @@ def _cmd_generate(a) -> int:
     sampling = sampling_from_args(a)
     if a.chain:  # --chain N keeps --tree's other numbers, as it always did (a chain uses only its depth)
         tree = replace(tree, depth=a.chain, chain=True)
-    exit_cfg = exit_config_from_args(a)
+    exit_cfg = exit_config_from_args(a, policy=load_policy(a.draft))  # the draft's calibrated rule by default
     if a.backend == "vllm":  # flag combinations first: they need no files
         if a.stream:
             raise SpecExitError("--stream is not supported with --backend vllm (use --json or plain output)")
@@ -290,6 +293,12 @@ def _cmd_reasoner(a) -> int:
     return run(a)
 
 
+def _cmd_calibrate(a) -> int:
+    from .calibration.cli import run
+
+    return run(a)
+
+
 def _cmd_demo(a) -> int:
     from .demo import run
 
@@ -321,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "testbed": _cmd_testbed,
         "demo": _cmd_demo,
         "reasoner": _cmd_reasoner,
+        "calibrate": _cmd_calibrate,
     }[args.cmd]
     try:
         return handler(args)

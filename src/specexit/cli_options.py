@@ -21,6 +21,7 @@ from .results import MODES
 from .signals import SIGNAL_NAMES
 
 if TYPE_CHECKING:
+    from .policy_file import CalibratedPolicy
     from .proposer import TreeConfig
 
 DEFAULT_TREE = "60,6,10"
@@ -183,39 +184,63 @@ def add_think_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--think-end", default="</think>")
 
 
+EXIT_FLAGS = ("smoothing", "readout", "alpha", "window", "min_thinking_tokens", "connectors")
+
+
 def add_exit_args(p: argparse.ArgumentParser, thresholds_default: str) -> None:
     """The exit-rule knobs (read back by :func:`exit_config_from_args`); ``thresholds_default`` says in
-    the help which thresholds apply without ``--thresholds``."""
+    the help which thresholds apply without ``--thresholds``.  None of them given: the draft's calibrated
+    rule (``exit_policy.json``, see ``specexit calibrate``) where it has one."""
     example = "confidence=0.8,progress=0.3,remain=200"
     p.add_argument("--thresholds", type=parse_thresholds, default=None,
-                   help=f"exit thresholds, e.g. {example} (default: {thresholds_default})")  # fmt: skip
-    p.add_argument("--smoothing", default="ewma", choices=SMOOTHING_METHODS)
-    p.add_argument("--readout", default="round", choices=READOUTS,
-                   help="signals: round mean or at each boundary")  # fmt: skip
-    p.add_argument("--alpha", type=float, default=0.1)
-    p.add_argument("--window", type=int, default=10)
-    p.add_argument("--min-thinking-tokens", type=int, default=0)
-    p.add_argument("--connectors", default="",
+                   help=f"exit thresholds, e.g. {example} (default: the draft's calibrated rule, else "
+                   f"{thresholds_default})")  # fmt: skip
+    p.add_argument("--smoothing", default=None, choices=SMOOTHING_METHODS, help="default: ewma")
+    p.add_argument("--readout", default=None, choices=READOUTS,
+                   help="signals: round mean (default) or at each boundary")  # fmt: skip
+    p.add_argument("--alpha", type=float, default=None, help="EWMA weight of the newest value (default 0.1)")
+    p.add_argument("--window", type=int, default=None, help="window of momentum / window smoothing (default 10)")
+    p.add_argument("--min-thinking-tokens", type=int, default=None)
+    p.add_argument("--connectors", default=None,
                    help="comma-separated connector words that start a boundary, e.g. Wait,But,So")  # fmt: skip
+    p.add_argument("--no-calibrated", action="store_true",
+                   help="ignore the draft's exit_policy.json (use the flags' / the paper's rule)")  # fmt: skip
 
 
-def exit_config_from_args(a: argparse.Namespace, default_thresholds: Mapping[str, float] | None = None) -> ExitConfig:
+def exit_flags_given(a: argparse.Namespace) -> bool:
+    return a.thresholds is not None or any(getattr(a, k, None) is not None for k in EXIT_FLAGS)
+
+
+def exit_config_from_args(
+    a: argparse.Namespace, default_thresholds: Mapping[str, float] | None = None, policy: CalibratedPolicy | None = None
+) -> ExitConfig:
     """The ExitConfig of :func:`add_exit_args` and :func:`add_think_args` options (not validated here:
-    the caller knows which signals its draft predicts)."""
+    the caller knows which signals its draft predicts).  ``policy`` (a ``policy_file.CalibratedPolicy``):
+    used when no exit flag is given; any exit flag replaces it as a whole (a guarantee holds for the
+    calibrated rule only, not for a rule with one knob moved)."""
+    if policy is not None and not exit_flags_given(a) and not getattr(a, "no_calibrated", False):
+        return policy.exit_config(a.think_start, a.think_end)
+    base = ExitConfig()
     if a.thresholds is not None:
         thresholds = dict(a.thresholds)
     else:
         thresholds = dict(DEFAULT_THRESHOLDS if default_thresholds is None else default_thresholds)
+
+    def pick(name: str):
+        value = getattr(a, name, None)
+        return getattr(base, name) if value is None else value
+
     return ExitConfig(
         thresholds=thresholds,
-        smoothing=a.smoothing,
-        readout=a.readout,
-        alpha=a.alpha,
-        window=a.window,
-        min_thinking_tokens=a.min_thinking_tokens,
-        connectors=split_list(a.connectors),
+        smoothing=pick("smoothing"),
+        readout=pick("readout"),
+        alpha=pick("alpha"),
+        window=pick("window"),
+        min_thinking_tokens=pick("min_thinking_tokens"),
+        connectors=split_list(a.connectors) if a.connectors else (),
         think_start=a.think_start,
         think_end=a.think_end,
+        origin={"source": "flags" if exit_flags_given(a) else "defaults"},
     )
 
 

@@ -50,6 +50,9 @@ class ExitConfig:
     readout: str = "round"
     think_start: str = "<think>"
     think_end: str = "</think>"
+    # where the rule came from, for the exit record: {"source": "calibrated", "policy": PATH, "eps": ...,
+    # "delta": ...} (``policy_file``), {"source": "flags"} or None (the defaults)
+    origin: dict | None = None
 
     def validate(self, available_signals: Sequence[str] | None = None, enabled: bool = True) -> None:
         """Raise ConfigError for any invalid setting, and, when the rule is ``enabled``, for anything
@@ -132,6 +135,7 @@ class ExitRecord:
     raw: dict[str, float]
     smoothed: dict[str, float]
     thresholds: dict[str, float]
+    origin: dict | None = None  # the rule's source and guarantee (ExitConfig.origin)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -332,5 +336,6 @@ class ExitPolicy:
             raw=dict(raw),
             smoothed=dict(smooth),
             thresholds=dict(self.config.thresholds),
+            origin=self.config.origin,
         )
         return ExitDecision(keep=keep, record=self.record)

@@ -75,6 +75,7 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
     """ServeConfig from parsed arguments (``signals``: those the loaded draft predicts, None without a draft)."""
     from ..errors import ConfigError
     from ..exit_policy import DEFAULT_THRESHOLDS
+    from ..policy_file import load_policy
     from .app import ServeConfig
 
     tree = parse_tree(a.tree)
@@ -85,7 +86,7 @@ def build_config(a: argparse.Namespace, signals: list[str] | None):
         raise ConfigError("--mode specexit needs a draft that predicts exit signals (this one predicts none)")
     signals = signals or []
     default = {n: v for n, v in DEFAULT_THRESHOLDS.items() if n in signals} or dict(DEFAULT_THRESHOLDS)
-    exit_config = exit_config_from_args(a, default)
+    exit_config = exit_config_from_args(a, default, policy=load_policy(a.draft))
     exit_config.validate(signals, enabled=bool(signals))
     return ServeConfig(
         model_name=a.model_name or Path(a.target).resolve().name,
