@@ -678,6 +678,7 @@ def test_exit_record_fields_and_copy():
         "raw": {"confidence": 1.0, "remain": 50.0},
         "smoothed": r.smoothed,
         "thresholds": {"confidence": 0.8, "remain": 200.0},
+        "origin": None,  # the rule's source (ExitConfig.origin: calibrated / flags / defaults)
     }
     # the record keeps its own copy of the thresholds
     p.config.thresholds["confidence"] = 0.99

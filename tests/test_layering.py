@@ -34,6 +34,7 @@ CORE = (
     "signals",
     "span",
     "target",
+    "thinking_budget",
     "tree",
     "verify",
 )
@@ -45,6 +46,7 @@ UPPER = (
 # pure-Python modules: importable without torch (the vLLM plugin's config, the server's validation, tests)
 TORCH_FREE = (
     "answer_trigger", "boundaries", "detokenize", "errors", "exit_policy", "policy_file", "signals", "span",
+    "thinking_budget",
 )  # fmt: skip
 
 

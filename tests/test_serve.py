@@ -293,6 +293,19 @@ def test_per_request_exit_control(srv, engine_runs):
     assert vanilla.choices[0].message.content == engine_runs["spec"].answer
 
 
+def test_thinking_token_budget_per_request(srv, engine_runs):
+    """vLLM's field name; the budget ends at a boundary, holds under speculation, composes with the rule."""
+    full = engine_runs["spec"]
+    n = max(2, full.thinking_tokens // 2)
+    body = {"thinking_token_budget": n, "specexit": {"mode": "spec"}}
+    r = srv.client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=64, extra_body=body)
+    sx = r.usage.specexit
+    assert r.usage.completion_tokens_details.reasoning_tokens <= n
+    assert sx["exited_early"] and sx["exit_boundary"].startswith("budget") and sx["exit_rule"] is not None
+    bad = httpx.post(srv.url + "/v1/chat/completions", json={"messages": MESSAGES, "thinking_token_budget": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "thinking_token_budget"
+
+
 def test_completions_and_stop_sequences(srv, engine_runs):
     raw = engine_runs["raw"]
     c = srv.client.completions.create(

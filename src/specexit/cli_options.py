@@ -203,6 +203,9 @@ def add_exit_args(p: argparse.ArgumentParser, thresholds_default: str) -> None:
     p.add_argument("--min-thinking-tokens", type=int, default=None)
     p.add_argument("--connectors", default=None,
                    help="comma-separated connector words that start a boundary, e.g. Wait,But,So")  # fmt: skip
+    p.add_argument("--thinking-budget", type=int, default=None, metavar="N",
+                   help="end thinking within N tokens, at the last paragraph / sentence / word end that fits "
+                   "(with the exit rule: whichever comes first)")  # fmt: skip
     p.add_argument("--no-calibrated", action="store_true",
                    help="ignore the draft's exit_policy.json (use the flags' / the paper's rule)")  # fmt: skip
 
@@ -219,7 +222,7 @@ def exit_config_from_args(
     used when no exit flag is given; any exit flag replaces it as a whole (a guarantee holds for the
     calibrated rule only, not for a rule with one knob moved)."""
     if policy is not None and not exit_flags_given(a) and not getattr(a, "no_calibrated", False):
-        return policy.exit_config(a.think_start, a.think_end)
+        return _with_budget(policy.exit_config(a.think_start, a.think_end), a)
     base = ExitConfig()
     if a.thresholds is not None:
         thresholds = dict(a.thresholds)
@@ -230,7 +233,7 @@ def exit_config_from_args(
         value = getattr(a, name, None)
         return getattr(base, name) if value is None else value
 
-    return ExitConfig(
+    cfg = ExitConfig(
         thresholds=thresholds,
         smoothing=pick("smoothing"),
         readout=pick("readout"),
@@ -242,6 +245,18 @@ def exit_config_from_args(
         think_end=a.think_end,
         origin={"source": "flags" if exit_flags_given(a) else "defaults"},
     )
+    return _with_budget(cfg, a)
+
+
+def _with_budget(cfg: ExitConfig, a: argparse.Namespace) -> ExitConfig:
+    """``--thinking-budget`` composes with any rule, calibrated or not: whichever ends thinking first (the
+    record says which; a calibrated rule's guarantee is about the rule alone, not the budget's cuts)."""
+    budget = getattr(a, "thinking_budget", None)
+    if budget is not None:
+        if budget < 1:
+            raise ConfigError(f"--thinking-budget must be >= 1, got {budget}")
+        cfg.thinking_budget, cfg.budget_at = budget, "boundary"
+    return cfg
 
 
 def add_backend_args(

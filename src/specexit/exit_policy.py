@@ -19,10 +19,12 @@ from .boundaries import BoundaryDetector
 from .errors import ConfigError
 from .signals import SIGNAL_NAMES, passes
 from .span import prompt_opens_thinking
+from .thinking_budget import BoundaryBudget
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"confidence": 0.8, "progress": 0.3, "remain": 200.0}
 SMOOTHING_METHODS: tuple[str, ...] = ("ewma", "momentum", "window", "none")
 READOUTS: tuple[str, ...] = ("round", "boundary")
+BUDGET_KINDS: tuple[str, ...] = ("token", "boundary")
 
 
 @dataclass
@@ -42,6 +44,9 @@ class ExitConfig:
     # hard cap on thinking tokens, then the think-end token is forced (the "thinking budget" baseline of
     # serving engines); applies in spec and specexit modes, independent of signals and boundaries
     thinking_budget: int | None = None
+    # how the budget ends thinking: "token" cuts at exactly N (the hard cap of serving engines, the
+    # `budget:N` baseline); "boundary" at the last paragraph / sentence / word end that fits (thinking_budget.py)
+    budget_at: str = "token"
     # where signals are read: "round" (the reference: the mean over the round's tokens, smoothed round by
     # round, checked at the round's first boundary) or "boundary" (the value at each boundary token itself,
     # smoothed boundary by boundary; every boundary is checked).  A confidence label says "an answer forced
@@ -86,6 +91,8 @@ class ExitConfig:
             not isinstance(self.thinking_budget, numbers.Integral) or self.thinking_budget < 1
         ):
             raise ConfigError(f"thinking_budget must be a positive integer, got {self.thinking_budget!r}")
+        if self.budget_at not in BUDGET_KINDS:
+            raise ConfigError(f"budget_at must be one of {BUDGET_KINDS}, got {self.budget_at!r}")
         if not self.paragraph_boundaries and not self.connectors:
             raise ConfigError("no boundary kind enabled: enable paragraph boundaries or give connector words")
 
@@ -130,7 +137,7 @@ class ExitRecord:
     round: int
     thinking_tokens: int  # thinking tokens kept (a paragraph break is kept, a connector is not)
     new_tokens: int  # generated tokens kept before the forced think-end token
-    boundary: str  # "paragraph" | "connector" | "budget"
+    boundary: str  # "paragraph" | "connector" | "budget" | "budget-paragraph" | "budget-sentence" | "budget-word"
     boundary_text: str
     raw: dict[str, float]
     smoothed: dict[str, float]
@@ -190,6 +197,8 @@ class ExitPolicy:
         # (thinking position, raw, smoothed) per round, for signal-trace plots
         self.history: list[tuple[int, dict[str, float], dict[str, float]]] = []
         self.markers = MarkerScanner(answer_markers) if answer_markers is not None else None
+        boundary_budget = config.thinking_budget is not None and config.budget_at == "boundary"
+        self.budget = BoundaryBudget(config.thinking_budget) if boundary_budget else None
 
     def start(self, prompt_ids: Sequence[int], prompt_text_tail: str = "", opened: bool | None = None) -> None:
         """Inspect the prompt: a template may open the thinking span itself (e.g. ends with <think>).
@@ -271,7 +280,13 @@ class ExitPolicy:
                     self.finished, self.in_thinking = True, False
                     continue
             budget = self.config.thinking_budget
-            if budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
+            if self.budget is not None:
+                at_paragraph = hit is not None and hit[0] == "paragraph"
+                cut = self.budget.push(self.thinking_tokens, self.detector.text(tid), at_paragraph)
+                if cut is not None and (max_keep is None or i + 1 - cut[0] <= max_keep):
+                    now = self.smoothed() if at_boundaries else smooth
+                    return self._exit(i + 1 - cut[0], i, cut[1], self.detector.text(tid), raw, now)
+            elif budget is not None and self.thinking_tokens >= budget and (max_keep is None or i + 1 <= max_keep):
                 now = self.smoothed() if at_boundaries else smooth
                 return self._exit(i + 1, i, "budget", self.detector.text(tid), raw, now)
             if hit is None:

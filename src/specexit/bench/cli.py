@@ -61,9 +61,10 @@ def run(a) -> int:
     from ..errors import ConfigError
     from ..exit_policy import ExitConfig
     from ..jsonl import DataError
+    from ..policy_file import load_policy
     from ..target import check_target_dir
     from .datasets import load_dataset
-    from .methods import parse_methods
+    from .methods import parse_methods, split_methods
     from .report import to_markdown, write_report
     from .runner import BenchConfig, run_bench
 
@@ -85,12 +86,14 @@ def run(a) -> int:
     if a.report_only and not Path(a.out).is_dir():
         raise ConfigError(f"--report-only needs the folder of a bench run in --out: {a.out} not found")
     if a.methods is None:
-        a.methods = _methods_of_run(a.out) if a.report_only else DEFAULT_METHODS
-    methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end))
+        # the draft's calibrated rule joins the default methods where the draft has one
+        calibrated = a.draft is not None and load_policy(a.draft) is not None
+        a.methods = _methods_of_run(a.out) if a.report_only else DEFAULT_METHODS + ",calibrated" * calibrated
     if a.report_only:  # no model: the summary of what --out holds, for these methods
-        rows = write_report(a.out, [m.label for m in methods], make_plots=not a.no_plots)
+        rows = write_report(a.out, split_methods(a.methods), make_plots=not a.no_plots)
         print(to_markdown(rows))
         return 0
+    methods = parse_methods(a.methods, ExitConfig(think_start=a.think_start, think_end=a.think_end), a.draft)
     if a.draft is None and any(m.mode != "vanilla" for m in methods):
         raise ConfigError("every method but vanilla needs a draft: pass --draft DIR (or --methods vanilla)")
     if a.temperature == 0 and len(seeds) > 1:

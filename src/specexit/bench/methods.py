@@ -8,9 +8,13 @@ All methods run through the same engine and are timed the same way:
             set to ``off`` drops that signal), alpha, smoothing, window, min (thinking tokens), lagged,
             readout (round | boundary)
   budget:N  spec + a hard cap of N thinking tokens, then the think-end token is forced
+  boundary-budget:N  spec + a budget of N thinking tokens that ends at the last paragraph / sentence /
+            word end that fits (thinking_budget.py; `generate --thinking-budget N`)
   probe     spec + DEER-style probing: at each boundary the target writes a trial answer; exit when its
             mean token probability exceeds ``threshold`` (default 0.95); knobs: threshold, tokens, min
   nothink   spec with thinking switched off in the chat template (enable_thinking=False)
+  calibrated  specexit with the draft's calibrated rule (``exit_policy.json`` of ``specexit calibrate``),
+            or ``calibrated:PATH`` for a policy file elsewhere; no knobs (a moved knob voids the guarantee)
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ..errors import ConfigError
 from ..exit_policy import DEFAULT_THRESHOLDS, SIGNAL_NAMES, ExitConfig
 from ..probe import ProbeConfig
 
-KINDS = ("vanilla", "spec", "specexit", "budget", "probe", "nothink")
+KINDS = ("vanilla", "spec", "specexit", "budget", "boundary-budget", "probe", "nothink", "calibrated")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ def _num(label: str, key: str, value: str, kind=float):
         raise ConfigError(f"method {label!r}: {key}={value!r} is not a number") from None
 
 
-def parse_method(label: str, base: ExitConfig | None = None) -> Method:
+def parse_method(label: str, base: ExitConfig | None = None, draft: str | None = None) -> Method:
+    """``draft``: the draft folder, whose ``exit_policy.json`` the ``calibrated`` method runs."""
     base = base or ExitConfig()
     name, _, rest = label.partition("[")
     if rest and not rest.endswith("]"):
@@ -72,14 +77,30 @@ def parse_method(label: str, base: ExitConfig | None = None) -> Method:
         raise ConfigError(f"unknown method {name!r}; choose from {', '.join(KINDS)} (e.g. budget:256)")
     if name == "vanilla":
         return Method(label, name, "vanilla", base)
+    if name == "calibrated":
+        from ..policy_file import load_policy, read_policy
+
+        if rest:
+            raise ConfigError(f"method {label!r}: the calibrated rule takes no knobs (they would void its guarantee)")
+        policy = read_policy(arg) if arg else load_policy(draft)
+        if policy is None:
+            raise ConfigError(
+                f"method {label!r}: the draft {draft} has no exit_policy.json; run `specexit calibrate ... "
+                "--install` or give calibrated:PATH"
+            )
+        return Method(label, name, "specexit", policy.exit_config(base.think_start, base.think_end))
     if name == "spec":
         return Method(label, name, "spec", base)
     if name == "nothink":
         return Method(label, name, "spec", base, enable_thinking=False)
-    if name == "budget":
+    if name in ("budget", "boundary-budget"):
         if not arg:
-            raise ConfigError("budget needs a token count, e.g. budget:256")
-        return Method(label, name, "spec", replace(base, thinking_budget=_num(label, "budget", arg, int)))
+            raise ConfigError(f"{name} needs a token count, e.g. {name}:256")
+        n = _num(label, name, arg, int)
+        if n < 1:
+            raise ConfigError(f"method {label!r}: the budget must be >= 1 token")
+        at = "boundary" if name == "boundary-budget" else "token"
+        return Method(label, name, "spec", replace(base, thinking_budget=n, budget_at=at))
     if name == "probe":
         settings = ProbeConfig()
         cfg = base
@@ -123,8 +144,8 @@ def parse_method(label: str, base: ExitConfig | None = None) -> Method:
     return Method(label, "specexit", "specexit", cfg)
 
 
-def parse_methods(text: str, base: ExitConfig | None = None) -> list[Method]:
-    methods = [parse_method(m, base) for m in split_methods(text)]
+def parse_methods(text: str, base: ExitConfig | None = None, draft: str | None = None) -> list[Method]:
+    methods = [parse_method(m, base, draft) for m in split_methods(text)]
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--methods lists a method twice: {labels}")

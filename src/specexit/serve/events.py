@@ -42,6 +42,8 @@ class Outcome:
             "exit_position": exit_rec["thinking_tokens"] if exit_rec else None,
             "exit_boundary": exit_rec["boundary"] if exit_rec else None,
             "smoothed": exit_rec["smoothed"] if exit_rec else None,
+            # which rule ended the thinking: its source (calibrated policy + guarantee, flags, defaults)
+            "exit_rule": {"thresholds": exit_rec["thresholds"], "origin": exit_rec.get("origin")} if exit_rec else None,
             "mean_accept_length": round(r.mean_accept_length, 4) if r is not None and r.accept_lengths else None,
             "draft_rounds": len(r.accept_lengths) if r is not None else None,
             "generation_s": round(self.generation_s, 4),

@@ -146,6 +146,14 @@ class RequestPlanner:
                 400, str(e), param=name if name in _SAMPLING_FIELDS else None, code="invalid_value"
             ) from None
         mode, exit_config = self.exit_settings(body.specexit or SpecExitOptions())
+        if body.thinking_token_budget is not None:
+            _positive_or_none(body.thinking_token_budget, "thinking_token_budget")
+            if mode == "vanilla":
+                raise APIError(400, "thinking_token_budget needs speculative decoding: this request runs mode "
+                               "'vanilla' (no draft, or specexit.mode='vanilla')", param="thinking_token_budget",
+                               code="unsupported_value")  # fmt: skip
+            exit_config = dataclasses.replace(exit_config, thinking_budget=body.thinking_token_budget,
+                                              budget_at="boundary")  # fmt: skip
         return GenerationPlan(mode, max_new, sampling, exit_config, self.cfg.tree, tuple(s for s in stops if s))
 
     def exit_settings(self, opts: SpecExitOptions) -> tuple[str, ExitConfig]:

@@ -77,6 +77,8 @@ class GenerationFields(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     specexit: SpecExitOptions | None = None
+    # vLLM's name: end thinking within N tokens, at the last paragraph / sentence / word end that fits
+    thinking_token_budget: int | None = None
     # known OpenAI fields this server cannot honour: rejected when set to anything but the neutral value
     logprobs: bool | int | None = None
     presence_penalty: float | None = None
