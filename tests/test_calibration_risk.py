@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import beta, binom
 
 from specexit.calibration.risk import (
+    BET_FRACTION,
     LOSSES,
     Certified,
     binom_cdf,
@@ -80,7 +81,7 @@ def reference_net_pvalue(losses, eps, delta, order):
     total, sq, var, log_k, best = 0.0, 0.0, 0.25, 0.0, 0.0
     for t, i in enumerate(order, start=1):
         x = (losses[i] + 1) / 2
-        lam = min(0.5 / (1 - m0), math.sqrt(2 * math.log(1 / delta) / (n * var)))  # var from x_1..x_{t-1}
+        lam = min(BET_FRACTION / (1 - m0), math.sqrt(2 * math.log(1 / delta) / (n * var)))  # var from x_1..x_{t-1}
         log_k += math.log(1 + lam * (m0 - x))
         best = max(best, log_k)
         total += x

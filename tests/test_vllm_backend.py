@@ -105,3 +105,20 @@ def test_exit_decisions_equal_torch_engine(backend, torch_gen, prompts):
         assert r.token_ids == t.token_ids
         if r.exit:
             assert abs(r.exit["raw"]["confidence"] - t.exit["raw"]["confidence"]) < 1e-4
+
+
+def test_boundary_budget_holds_and_equals_torch_engine(backend, torch_gen, prompts, vanilla):
+    """The budget that ends at a boundary, under vLLM's speculative steps (which accept past N): the same
+    cut as the torch engine, at most N thinking tokens, never mid-word."""
+    tok = backend.tokenizer
+    for n in (20, 45):
+        cfg = ExitConfig(thinking_budget=n, budget_at="boundary", thresholds={})
+        out = backend.generate_batch([GenerationRequest(ids, "spec", MAX_NEW, exit_config=cfg) for ids in prompts])
+        for ids, r, ref in zip(prompts, out, vanilla, strict=True):
+            t = torch_gen.generate(input_ids=ids, mode="spec", max_new_tokens=MAX_NEW, exit_config=cfg)
+            assert r.token_ids == t.token_ids and r.thinking_tokens == t.thinking_tokens <= n
+            if r.exited_early:
+                cut = r.token_ids.index(backend.think_end_id)
+                assert r.token_ids[:cut] == ref[:cut] and r.exit["boundary"].startswith("budget")
+                nxt = tok.decode([ref[cut]])
+                assert nxt[:1].isspace() or tok.decode(ref[:cut]).endswith("\n\n"), (n, nxt)

@@ -29,9 +29,9 @@ from ..errors import ConfigError
 
 LOSSES = ("net", "harm")
 
-# c of the betting strategy: a bet risks at most half the capital, so one adverse outcome never
+# c of the betting strategy: a bet risks at most 3/4 of the capital, so one adverse outcome never
 # wipes the capital out and log-capital stays finite (Waudby-Smith & Ramdas suggest c in [1/2, 3/4])
-BET_FRACTION = 0.5
+BET_FRACTION = 0.75
 # the tail sums stop when what is left is below this fraction of what was summed (double precision)
 _TAIL_TOL = 1e-17
 
