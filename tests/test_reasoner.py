@@ -212,3 +212,16 @@ def test_a_tokenizer_whose_template_cannot_open_think_is_refused(tmp_path, think
     tok.save_pretrained(tmp_path)
     with pytest.raises(SpecExitError, match="opens <think>"):
         load_thinking_tokenizer(tmp_path)
+
+
+def test_compose_pools_the_samples_of_a_question_over_several_files(tmp_path, capsys):
+    a, b = _records({0: ["7"], 1: ["3"]}), _records({0: ["3", "3"]})  # b's line 0 is a's question 1
+    for r in b:
+        r["question"] = a[1]["question"]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in b))
+    out = tmp_path / "sft.jsonl"
+    argv = ["reasoner", "compose", "--samples", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--out", str(out)]
+    assert main(argv) == 0
+    stats = json.loads(out.with_suffix(".stats.json").read_text())
+    assert stats["problems"] == 2 and stats["usable_samples"] == 4

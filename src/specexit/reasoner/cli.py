@@ -24,7 +24,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-testbed", type=int, default=600, help="testbed word problems")
     p.add_argument("--n-per-task", type=int, default=100, help="problems per reasoning-gym task")
     c = sub.add_parser("compose", help="compose overthinking SFT traces from the base model's sampled solutions")
-    c.add_argument("--samples", required=True, help="traces.jsonl of `specexit train traces` on the base model")
+    c.add_argument("--samples", required=True, nargs="+",
+                   help="traces.jsonl of `specexit train traces` on the base model (several files: the samples "
+                   "of one question are pooled, whatever its line in each prompt file)")  # fmt: skip
     c.add_argument("--out", required=True, help="JSONL file of SFT examples to write (a .stats.json goes beside it)")
     c.add_argument("--traces-per-problem", type=int, default=2)
     c.add_argument("--seed", type=int, default=0)
@@ -85,10 +87,14 @@ def _compose(a) -> int:
     cfg = ComposeConfig(traces_per_problem=a.traces_per_problem, seed=a.seed, p_more=a.p_more,
                         more_decay=a.more_decay, max_rechecks=a.max_rechecks)  # fmt: skip
     cfg.validate()
-    records = [obj for _, obj in iter_jsonl(a.samples)]
+    records, ids = [], {}  # one problem id per question, over every file
+    for path in a.samples:
+        for _, obj in iter_jsonl(path):
+            obj["prompt_id"] = ids.setdefault(obj["question"], len(ids))
+            records.append(obj)
     traces = compose(records, cfg)
     if not traces:
-        raise ConfigError(f"--samples {a.samples}: no problem has a right, usable sample; nothing to compose")
+        raise ConfigError(f"--samples {' '.join(a.samples)}: no problem has a right, usable sample; nothing to compose")
     out = Path(a.out)
     tmp = out.with_suffix(out.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
