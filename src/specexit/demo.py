@@ -47,8 +47,10 @@ def run_demo(
     max_new_tokens: int = 768,
     tree: str = DEMO_TREE,
     progress: bool = True,
-    exit_knobs: str = TESTBED_EXIT,
+    exit_knobs: str | None = None,
 ) -> dict:
+    """``exit_knobs``: specexit knobs as in ``bench``; None: the draft's calibrated rule
+    (``exit_policy.json``, docs/calibration.md), or ``TESTBED_EXIT`` for a draft without one."""
     from .bench.datasets import load_dataset
     from .bench.methods import parse_method
     from .bench.report import summarize
@@ -66,7 +68,13 @@ def run_demo(
     data = load_dataset(f"testbed:{problems}:{seed}")
     cfg = BenchConfig(max_new_tokens=max_new_tokens, tree=parse_tree(tree))
     methods = [parse_method(m) for m in ("vanilla", "spec")]
-    methods.append(replace(parse_method(f"specexit[{exit_knobs}]"), label="specexit"))
+    from .policy_file import load_policy
+
+    if exit_knobs is None and load_policy(draft) is not None:
+        specexit = parse_method("calibrated", draft=str(draft))
+    else:
+        specexit = parse_method(f"specexit[{exit_knobs or TESTBED_EXIT}]")
+    methods.append(replace(specexit, label="specexit"))
     results, outputs = [], {}
     forwards: dict[str, int] = {}  # target forwards per method (prompt forward included)
     generated: dict[str, int] = {}  # generated tokens per method
@@ -121,6 +129,13 @@ def run_demo(
         "draft": str(draft),
         "tree": tree,
         "specexit_knobs": exit_knobs,
+        # the rule the specexit row ran: thresholds and where they came from (calibrated policy or knobs)
+        "specexit_rule": {
+            "thresholds": specexit.exit_config.thresholds,
+            "readout": specexit.exit_config.readout,
+            "smoothing": specexit.exit_config.smoothing,
+            "origin": specexit.exit_config.origin or {"source": "knobs"},
+        },
         "wall_s": round(time.perf_counter() - t0, 2),
         # what the latencies ran on, and which weights (as in a bench's run.json)
         "machine": {**machine_info(), "load": meter.result()},
@@ -168,7 +183,8 @@ def register(sub) -> None:
     d.add_argument("--target", default=None, help="another target folder (default: the shipped testbed)")
     d.add_argument("--draft", default=None, help="another draft folder (default: the shipped testbed draft)")
     add_tree_arg(d, default=DEMO_TREE)  # CPU-sized default
-    d.add_argument("--exit", default=TESTBED_EXIT, help="specexit knobs, as in `specexit bench` (default: tuned)")
+    d.add_argument("--exit", default=None, help="specexit knobs, as in `specexit bench` (default: the shipped "
+                   "draft's calibrated rule, docs/calibration.md)")  # fmt: skip
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--save", default=None, help="also write the JSON result to this file")
 
@@ -179,10 +195,11 @@ def run(a) -> int:
     # every argument fails before any model loads
     parse_tree(a.tree)
     check_at_least(a, 1, "problems", "max_new_tokens")
-    try:
-        parse_method(f"specexit[{a.exit}]")
-    except ConfigError as e:
-        raise ConfigError(f"--exit {a.exit!r}: {e}") from None
+    if a.exit is not None:
+        try:
+            parse_method(f"specexit[{a.exit}]")
+        except ConfigError as e:
+            raise ConfigError(f"--exit {a.exit!r}: {e}") from None
     if a.save:
         check_out_file(a.save, "--save")
     if a.target:
