@@ -94,6 +94,9 @@ def test_generate_uses_the_drafts_calibrated_rule_and_flags_replace_it(tmp_path,
     out = json.loads(capsys.readouterr().out)
     assert out["exit"] is not None and out["exit"]["origin"]["source"] == "calibrated"
     assert out["exit"]["thresholds"] == {"confidence": 0.05}
+    # every signal at the exit point, for audits (e.g. predicted remaining thinking vs the actual)
+    assert set(out["exit"]["signals_at_exit"]) == {"confidence", "progress", "remain"}
+    assert out["exit"]["signals_at_exit"]["confidence"] == pytest.approx(out["exit"]["raw"]["confidence"])
     assert main([*base, "--thresholds", "confidence=0.05", "--readout", "boundary", "--smoothing", "none"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["exit"]["origin"] == {"source": "flags"}

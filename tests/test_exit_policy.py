@@ -679,6 +679,7 @@ def test_exit_record_fields_and_copy():
         "smoothed": r.smoothed,
         "thresholds": {"confidence": 0.8, "remain": 200.0},
         "origin": None,  # the rule's source (ExitConfig.origin: calibrated / flags / defaults)
+        "signals_at_exit": None,  # filled in by the exit controller (the policy alone has no draft)
     }
     # the record keeps its own copy of the thresholds
     p.config.thresholds["confidence"] = 0.99

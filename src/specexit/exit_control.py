@@ -183,4 +183,8 @@ class ExitController:
         decision = self.policy.step(
             visible, signals, max_keep=room - len(self.markers.exit_ids), token_signals=per_token
         )
+        if decision.record is not None and states:
+            # all signals where the exit was decided: at the boundary (boundary read-out) or the round mean
+            read = per_token[decision.keep] if per_token and decision.keep < len(per_token) else None
+            decision.record.signals_at_exit = dict(read) if read else dict(signals or {})
         return RoundDecision(visible, decision.keep)

@@ -143,6 +143,9 @@ class ExitRecord:
     smoothed: dict[str, float]
     thresholds: dict[str, float]
     origin: dict | None = None  # the rule's source and guarantee (ExitConfig.origin)
+    # every signal the draft predicts, read where the exit was decided (e.g. the predicted remaining
+    # thinking, to audit against the actual): filled in by the exit controller
+    signals_at_exit: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
