@@ -3,6 +3,7 @@ and a KV cache that can be rolled back and compacted to the accepted path."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -128,6 +129,9 @@ class TargetModel:
         self.vocab_size = int(self.config.vocab_size)
         self._captured: dict[int | str, torch.Tensor] = {}
         self.forward_calls = 0  # target forwards so far: the machine-independent cost of decoding
+        # transformers >= 5.24 names the cache argument `cache` (`past_key_values` warns, removed in 5.40)
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         for lid in sorted(set(self.layer_ids)):
             layers[lid].register_forward_hook(self._make_hook(lid))
         model.model.norm.register_forward_hook(self._make_hook("final"))
@@ -184,9 +188,9 @@ class TargetModel:
             input_ids=input_ids,
             position_ids=position_ids,
             attention_mask=attention_mask,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1 if last_only else 0,
+            **{self._cache_kw: cache},
         )
         hidden = torch.cat([self._captured[i][0] for i in self.layer_ids], dim=-1)
         self._captured.clear()
