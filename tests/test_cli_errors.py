@@ -66,6 +66,9 @@ def art(tmp_path_factory) -> dict[str, str]:
     shutil.copytree(root / "draft", root / "d_json")
     (root / "d_json" / "config.json").write_text('{"hidden_size": 64,\n')
     paths["d_json"] = root / "d_json"
+    shutil.copytree(root / "draft", root / "d_policy")
+    (root / "d_policy" / "exit_policy.json").write_text('{"format": "specexit-exit-policy/1", "rule": 3}\n')
+    paths["d_policy"] = root / "d_policy"
     (root / "empty.jsonl").write_text("")
     (root / "notjson.jsonl").write_text('{"question": "1+1?", "answer": "2"}\nnot json\n')
     (root / "prompts.jsonl").write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
@@ -218,6 +221,29 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], str | None]] = [
      ("--mode specexit",), None),
     ("serve-bad-log-level", ["serve", "--target", T, "--log-level", "loud"], ("--log-level",), None),
     # reasoner
+    # calibrate
+    ("calibrate-risk-0", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{prompts}", "--risk", "0",
+                          "--out", "{new}"], ("--risk",), "{new}"),
+    ("calibrate-delta-1", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{prompts}", "--risk", "0.01",
+                           "--delta", "1", "--out", "{new}"], ("--delta",), "{new}"),
+    ("calibrate-data-missing", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{tmp}/nodata",
+                                "--risk", "0.01", "--out", "{new}"], ("nodata",), "{new}"),
+    ("calibrate-data-folder-without-labels", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{dir}",
+                                              "--risk", "0.01", "--out", "{new}"], ("a_dir", "labels.jsonl"), "{new}"),
+    ("calibrate-draft-missing", ["calibrate", "--target", T, "--draft", "{tmp}/nodraft", "--data", "{prompts}",
+                                 "--risk", "0.01", "--out", "{new}"], ("nodraft",), "{new}"),
+    ("calibrate-draft-truncated", ["calibrate", "--target", T, "--draft", "{d_trunc}", "--data", "{prompts}",
+                                   "--risk", "0.01", "--out", "{new}"], ("d_trunc/model.safetensors",), "{new}"),
+    ("calibrate-out-is-file", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{prompts}",
+                               "--risk", "0.01", "--out", "{file}"], ("a_file",), None),
+    ("gen-thinking-budget-0", [*GEN, "--target", T, "--draft", "{draft}", "--thinking-budget", "0"],
+     ("--thinking-budget",), None),
+    ("gen-broken-calibrated-policy", [*GEN, "--target", T, "--draft", "{d_policy}"],
+     ("d_policy/exit_policy.json",), None),
+    ("bench-calibrated-without-policy", [*BENCH, "--target", T, "--draft", "{draft}", "--dataset", "{prompts}",
+                                         "--methods", "calibrated", "--out", "{new}"], ("exit_policy.json",), "{new}"),
+    ("bench-boundary-budget-0", [*BENCH, "--target", T, "--draft", "{draft}", "--dataset", "{prompts}",
+                                 "--methods", "boundary-budget:0", "--out", "{new}"], ("budget",), "{new}"),
     ("reasoner-problems-negative", ["reasoner", "problems", "--out", "{new}/p.jsonl", "--n-testbed", "-1"],
      ("--n-testbed",), "{new}"),
     ("reasoner-compose-missing-samples", ["reasoner", "compose", "--samples", "{new}/none.jsonl", "--out", "{new}/o"],
