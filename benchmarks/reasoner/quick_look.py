@@ -21,6 +21,7 @@ from specexit.reasoner.compose import RECHECK_OPENERS
 from specexit.reasoner.problems import make_mix
 from specexit.sampling import SamplingParams
 from specexit.scoring import score
+from specexit.span import prompt_opens_thinking
 
 
 def main() -> None:
@@ -36,9 +37,11 @@ def main() -> None:
     gen = SpecExitGenerator.from_pretrained(a.model, dtype=a.dtype)
     rows = []
     for p in make_mix(a.n, 0, "heldout")[: a.n]:
-        r = gen.generate(p.question, mode="vanilla", max_new_tokens=a.max_new_tokens,
+        ids = gen.encode_prompt(p.question)
+        r = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=a.max_new_tokens,
                          sampling=SamplingParams(temperature=a.temperature, seed=0))  # fmt: skip
-        opened = gen.think_start_id in r.token_ids or gen.markers.think_start_id is None
+        # the thinking model's template opens <think> in the prompt (reasoner/tokenizer.opening_template)
+        opened = prompt_opens_thinking(ids, gen.think_start_id, gen.think_end_id) or gen.think_start_id in r.token_ids
         closed = gen.think_end_id in r.token_ids
         rows.append({
             "id": p.id, "gold": p.answer, "opened": bool(opened), "closed": bool(closed),
