@@ -24,3 +24,5 @@ specexit --threads 2 calibrate --target $T --draft $D --data "$OUT" --risk 0.01 
 cp "$OUT/cal/calibration.json" "$R/testbed_t06_calibration.json"
 python benchmarks/calibration/splits.py "$OUT/cal/signals.jsonl" --eps 0.005,0.01,0.02,0.05 --delta 0.1 \
     --splits 20 --test-fraction 0.4 --json "$R/testbed_t06_splits.json"
+python benchmarks/calibration/replay_check.py "$OUT/cal" --target $T --draft $D --n 300 \
+    --json "$R/testbed_t06_replay_check.json"
