@@ -73,3 +73,28 @@ def verification_inputs(
     ids = torch.tensor([pending + tree.tokens], dtype=torch.long)
     pos = list(range(past_len, past_len + p)) + [past_len + p - 1 + d for d in tree.depths]
     return ids, torch.tensor([pos], dtype=torch.long), mask[None, None]
+
+
+def ancestor_index(parents: list[int]) -> tuple[list[int], list[int]]:
+    """The True entries of :func:`ancestor_matrix` as (rows, cols) lists, built on the host from the
+    parent list alone: one ``index_put`` then gives the whole matrix instead of a tensor op per node."""
+    rows: list[int] = []
+    cols: list[int] = []
+    chains: list[list[int]] = []  # chains[i]: node i and its ancestors
+    for i, p in enumerate(parents):  # topological order: the parent's chain is complete already
+        chain = [i, *chains[p]] if p >= 0 else [i]
+        chains.append(chain)
+        rows.extend([i] * len(chain))
+        cols.extend(chain)
+    return rows, cols
+
+
+def first_of_token(tokens: list[int], parents: list[int]) -> list[bool]:
+    """Per node: False when an earlier sibling (same parent) carries the same token.  A walk that takes
+    the first child with a given token can never reach such a duplicate."""
+    seen: set[tuple[int, int]] = set()
+    first = []
+    for tok, p in zip(tokens, parents, strict=True):
+        first.append((p, tok) not in seen)
+        seen.add((p, tok))
+    return first
