@@ -79,58 +79,75 @@ def _dense_q(tree: DraftTree, node: int, vocab: int, device: torch.device | None
 
 def _try_children(
     p: torch.Tensor, q: torch.Tensor, xs: list[int], u: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Recursive rejection over the children tokens ``xs`` of one node, entirely on tensors.
 
-    ``p``: [V] target distribution, ``q``: [V] draft distribution the children were drawn from
-    (modified in place), ``u``: [len(xs)] uniforms, one per child.  Returns ``pick`` ([] long: the
-    index into ``xs`` of the accepted child, -1 if none) and, for the bonus when none is accepted,
-    the final residual unnormalised: ``w`` [V] and its sum ``W`` [] (float64).
+    ``p``: [V] target distribution, ``q``: [V] draft distribution the children were drawn from,
+    ``u``: [k] uniforms, one per child.  Returns ``pick`` ([] long: index into ``xs`` of the accepted
+    child, -1 if none) and the residual to draw the bonus from when none is accepted ([V], normalised).
 
-    Every child runs the same tensor ops; a child that must not act (one was accepted, the loop
-    stopped, or it has no draft mass) gets a zero update coefficient, which leaves the state
-    unchanged, instead of a host-side ``break``.  The state is kept unnormalised so a rejection
-    costs one fused update and one sum over V:
+    Why this is the sequential rule.  Write the state after some rejections unnormalised,
+    ``p_i = w_i / W_i`` and ``q_i = r_i / R_i`` (``r_i``: q with the rejected tokens zeroed; ``R_1 = 1``
+    -- the first child uses q as given, like the sequential version -- and later ``R_i = sum(r_i)``).
+    A rejection of ``x_i`` sets ``w_{i+1} = max(w_i - c_i r_i, 0)`` with ``c_i = W_i / R_i``, which is
+    ``W_i max(p_i - q_i, 0)``.  Since ``max(max(a, 0) - b, 0) = max(a - b, 0)`` for b >= 0, and a rejected
+    token is left with no residual mass (rejection needs ``p_i(x) <= u q_i(x) < q_i(x)``) so dropping it
+    from r changes nothing afterwards, every residual has the closed form
 
-    * target: ``p_i = w / W`` with ``W = sum(w)``.  ``max(p_i - q_i, 0) = max(w - (W/R) r, 0) / W``,
-      so the residual's unnormalised form is ``w <- max(w - c r, 0)`` with ``c = W / R``; c = 0 is
-      the identity (w >= 0);
-    * draft: ``q_i = r / R``.  ``r`` is the given q with rejected tokens zeroed; like the sequential
-      version the first child uses q as given (R = 1) and later ones the renormalised remainder
-      (R = sum(r), tracked in float64 by subtracting the removed mass).
+        w_{i+1} = max(p - C_i q, 0),   C_i = c_1 + ... + c_i,
 
-    Acceptance ``u < min(1, p_i(x) / q_i(x))`` is tested as ``u q_i(x) < p_i(x)``.  The two stops of
-    the sequential rule are kept: a residual with no mass left (p == q up to rounding; that
-    rejection had probability ~0) keeps the previous p, and a draft with no mass left ends the loop.
-    Each ``u_i`` is only looked at when the children before it were rejected, so the uniforms being
-    drawn up front changes nothing in distribution.
+    with the *original* p and q: the state is a few scalars (C, W = sum(w), R), and a rejection costs
+    one pass over V (the sum W).  Removed tokens are zeroed explicitly in the final residual, so
+    rounding cannot give them mass back.
+
+    Why no host reads.  Child i is only tried when every earlier child was rejected (or skipped), so
+    the state child i is tested with is the one of the "everything before was rejected" trajectory.
+    That trajectory does not depend on the uniforms: the loop computes it for all children (the
+    sequential rule's two stops freeze it: a residual with no mass, p == q up to rounding, keeps the
+    previous p; a draft with no mass left ends the loop).  Then every child's test
+    ``u_i q_i(x_i) < p_i(x_i)`` (= ``u < min(1, p/q)``) runs as one vector op and the accepted child is
+    the first that passes.  Each ``u_i`` is looked at only through that test, after the children
+    before it failed theirs, so drawing the uniforms up front changes nothing in distribution.  A
+    child whose token has no draft mass cannot have been drawn from q and is skipped, as is a
+    duplicate of an earlier sibling (its mass was removed with that sibling, or it had none).
     """
+    k, device = len(xs), p.device
     f64 = torch.float64
-    w = p  # [V] unnormalised target
-    W = w.sum(dtype=f64)  # [] sum(w)
-    r = q  # [V] unnormalised draft (rejected tokens zeroed)
-    S = r.sum(dtype=f64)  # [] sum(r)
-    R = torch.ones((), dtype=f64, device=p.device)  # [] q_i = r / R
-    done = torch.zeros((), dtype=torch.bool, device=p.device)  # [] accepted or stopped
-    pick = torch.full((), -1, dtype=torch.long, device=p.device)  # [] accepted child's index in xs
-    for i, x in enumerate(xs):
-        rx, wx = r[x].to(f64), w[x].to(f64)  # [] copies: draft and target mass of this child's token
-        valid = ~done & (rx > 0)  # a token with no draft mass cannot have been drawn: skip it
-        accept = valid & (u[i] * rx * W < wx * R)  # u q_i(x) < p_i(x), denominators multiplied out
-        reject = valid & ~accept
-        coef = torch.where(reject, W / R, 0.0).to(w.dtype)  # [] 0: no update
-        cand = torch.addcmul(w, r, coef, value=-1.0).clamp_(min=0.0)  # [V] max(w - c r, 0)
-        cand_sum = cand.sum(dtype=f64)
-        no_mass = reject & (cand_sum <= 0)  # p <= q everywhere: keep p and stop
-        upd = reject & ~no_mass
-        w = torch.where(no_mass, w, cand)
-        W = torch.where(no_mass, W, cand_sum)
-        r[x] = torch.where(upd, 0.0, rx).to(r.dtype)  # remove x from the draft
-        S = S - torch.where(upd, rx, 0.0)
+    ids = torch.tensor(xs, dtype=torch.long, device=device)  # [k]
+    first = torch.tensor(first_of_token(xs, [0] * k), device=device)  # [k] bool: not a duplicate
+    qs = q.index_select(0, ids) * first  # [k] draft mass of each child's token (0: skipped)
+    tried = qs > 0  # [k] a candidate at all
+    W = p.sum()  # [] sum of max(p - C q, 0) at C = 0
+    C = torch.zeros((), dtype=p.dtype, device=device)  # [] residual = max(p - C q, 0)
+    S = q.sum(dtype=f64)  # [] draft mass not yet removed
+    R = torch.ones((), dtype=f64, device=device)  # [] q_i = r / R
+    alive = torch.ones((), dtype=torch.bool, device=device)  # [] the sequential loop still runs
+    states = []  # (W_i, R_i, C_i, alive_i): child i is tested against these
+    removed = []  # [] bool per child: rejected with an update (its token leaves q)
+    for go_i, qx in zip(tried.unbind(), qs.unbind(), strict=True):
+        states.append((W, R, C, alive))
+        go = alive & go_i  # tried (and, on this trajectory, rejected)
+        c_new = C + torch.where(go, W / R, 0.0).to(C.dtype)
+        w_sum = torch.addcmul(p, q, c_new, value=-1.0).clamp_(min=0.0).sum()  # [] sum max(p - C q, 0)
+        upd = go & (w_sum > 0)  # otherwise p <= q everywhere: keep p and stop
+        C = torch.where(upd, c_new, C)
+        W = torch.where(upd, w_sum, W)
+        S = S - torch.where(upd, qx, 0.0)
         R = torch.where(upd, S, R)
-        pick = torch.where(accept, i, pick)
-        done = done | accept | no_mass | (upd & (S <= 0))  # the last: the draft has no mass left
-    return pick, w, W
+        removed.append(upd)
+        alive = alive & (upd | ~go) & (S > 0)  # S <= 0: the draft has no mass left
+    W_i, R_i, C_i, alive_i = (torch.stack(v) for v in zip(*states, strict=True))  # [k] each
+    ps = p.index_select(0, ids)  # [k] target mass of each child's token
+    wx = (ps - C_i * qs).clamp_(min=0.0)  # [k] W_i p_i(x_i)
+    accept = alive_i & tried & (u * qs * W_i < wx * R_i)  # [k] u q_i(x) < p_i(x), denominators multiplied out
+    order = torch.arange(k, device=device)
+    first_ok = torch.where(accept, order, k).amin()  # [] k when none passes
+    pick = torch.where(first_ok < k, first_ok, -1)
+    w = torch.addcmul(p, q, C, value=-1.0).clamp_(min=0.0)  # [V] final residual, unnormalised
+    # zero the removed tokens; every occurrence of a token writes the same value (its first sibling's)
+    owner = torch.tensor([xs.index(x) for x in xs], dtype=torch.long, device=device)  # [k]
+    w[ids] = torch.where(torch.stack(removed).index_select(0, owner), 0.0, w.index_select(0, ids))
+    return pick, w / w.sum()
 
 
 def verify_sampling(
@@ -155,9 +172,9 @@ def verify_sampling(
         q = _dense_q(tree, cur, vocab, p.device)  # [V]
         gen_device = generator.device if generator is not None else None
         u = torch.rand(len(cands), generator=generator, device=gen_device).to(p.device)  # [k]
-        pick, w, w_sum = _try_children(p, q, [tree.tokens[c] for c in cands], u)
+        pick, residual = _try_children(p, q, [tree.tokens[c] for c in cands], u)
         j = int(pick.item())  # this level's one host read
         if j < 0:
-            return Verdict(accepted, sample(w / w_sum.to(w.dtype), generator))
+            return Verdict(accepted, sample(residual, generator))
         accepted.append(cands[j])
         cur = cands[j]
