@@ -240,14 +240,24 @@ def _cmd_convert(a) -> int:
 
 def _cmd_models(a) -> int:
     from . import zoo
+    from .zoo import thinking
 
     if a.models_cmd == "list":
         rows = zoo.list_models()
+        think = thinking.thinking_status()
         if a.json:
             for r in rows:
                 print(json.dumps(r.to_dict(), ensure_ascii=False))
+            for t in think:
+                print(json.dumps(t, ensure_ascii=False))
         else:
             print(zoo.format_table(rows))
+            for t in think:  # base + a shipped adapter, merged on `models get`
+                print(f"{t['name']}  = {t['base']} + adapter ({t['adapter_bytes'] / 1e6:.1f} MB, shipped)  "
+                      f"built: {'yes' if t['built'] else 'no'}  {t['description']}")  # fmt: skip
+        return 0
+    if a.models_cmd == "get" and thinking.is_thinking(a.name):
+        print(thinking.get_thinking_model(a.name, install=a.install, force=a.force, progress=not a.no_progress))
         return 0
     if a.models_cmd == "draft":
         print(zoo.shipped_draft(a.name))

@@ -98,3 +98,16 @@ def get_thinking_model(name: str, install: bool = False, force: bool = False, pr
     base = get_model(spec.base, install=install, progress=progress)
     tokenizer = fetch_qwen3_tokenizer(default_tokenizer_dir())
     return build(spec, base, adapter_dir(spec), tokenizer, out)
+
+
+def thinking_status() -> list[dict]:
+    """``models list`` rows of the thinking models: base, adapter size, built or not, where."""
+    rows = []
+    for spec in THINK_MODELS.values():
+        folder = models_dir() / spec.name
+        adapter = adapter_dir(spec)
+        size = sum((adapter / f).stat().st_size for f, _ in spec.adapter_sha256 if (adapter / f).is_file())
+        rows.append({"name": spec.name, "description": spec.description, "base": spec.base,
+                     "adapter": str(adapter), "adapter_bytes": size, "built": is_built(spec, folder),
+                     "path": str(folder)})  # fmt: skip
+    return rows
