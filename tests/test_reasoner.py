@@ -247,3 +247,29 @@ def test_a_zoo_thinking_model_is_built_from_a_checked_adapter(thinking_tiny_dir,
     with pytest.raises(ChecksumError, match=r"adapter_model\.safetensors: sha256"):
         build(wrong, thinking_tiny_dir, run / "adapter", thinking_tiny_dir, tmp_path / "models" / "other")
     assert not (tmp_path / "models" / "other").exists() and not (tmp_path / "models" / ".other.partial").exists()
+
+
+def test_the_shipped_thinking_adapter_matches_its_recorded_sha256():
+    from specexit.zoo.thinking import THINK_MODELS, adapter_dir, check_adapter
+
+    spec = THINK_MODELS["qwen2.5-coder-0.5b-think"]
+    check_adapter(spec, adapter_dir(spec))  # raises on a missing or changed file
+    assert (adapter_dir(spec) / "adapter_model.safetensors").stat().st_size < 25_000_000  # the 25 MB rule
+
+
+def test_the_thinking_model_builds_and_opens_its_span_where_the_base_is_installed(tmp_path):
+    from specexit.reasoner.tokenizer import default_tokenizer_dir, is_complete
+    from specexit.zoo import get_spec, is_converted, models_dir
+    from specexit.zoo.thinking import THINK_MODELS, adapter_dir, build
+
+    spec = THINK_MODELS["qwen2.5-coder-0.5b-think"]
+    base = models_dir() / spec.base
+    if not (is_converted(get_spec(spec.base), base) and is_complete(default_tokenizer_dir())):
+        pytest.skip("the base model or the Qwen3 tokenizer is not installed (specexit models get ...-think)")
+    out = build(spec, base, adapter_dir(spec), default_tokenizer_dir(), tmp_path / spec.name)
+    from specexit.engine import SpecExitGenerator
+
+    gen = SpecExitGenerator.from_pretrained(out, dtype="bfloat16")
+    ids = gen.encode_prompt("What is 17 + 25?")
+    assert ids[-2:] == gen.tokenizer.encode("<think>\n", add_special_tokens=False)[-2:]
+    assert gen.think_end_id == 151668 and gen.encode_prompt("x", enable_thinking=False)[-1] != ids[-1]

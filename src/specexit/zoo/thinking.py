@@ -30,7 +30,23 @@ class ThinkSpec:
     description: str
 
 
-THINK_MODELS: dict[str, ThinkSpec] = {}
+THINK_MODELS: dict[str, ThinkSpec] = {
+    s.name: s
+    for s in [
+        ThinkSpec(
+            name="qwen2.5-coder-0.5b-think",
+            base="qwen2.5-coder-0.5b",
+            adapter="qwen2.5-coder-0.5b-think-adapter",
+            # round 2 of docs/reasoner.md (LoRA r16 q/v + the <think>/</think> rows, 174 steps, bf16)
+            adapter_sha256=(
+                ("adapter_config.json", "ef889c6cbd2713d63f767292bbe7e35ec0ff6022b0af26a7993fef3aede7fbec"),
+                ("adapter_model.safetensors", "e4a229501c1832ad4c6aa7ae1da5f3b080ed4be0748a635691c9c37373064868"),
+            ),
+            description="Qwen2.5-Coder-0.5B-Instruct distilled into a <think> model that re-checks its "
+            "answers (docs/reasoner.md), Qwen3 chat template and tokenizer",
+        ),
+    ]
+}
 
 
 def is_thinking(name: str) -> bool:
