@@ -19,7 +19,7 @@ run2() { torchrun --standalone --nproc-per-node 2 "$(command -v specexit)" --thr
 run2 train traces --target $T --prompts "$OUT/prompts.jsonl" --out "$OUT" --samples 1 --temperature 0.6 \
     --top-p 1.0 --max-new-tokens 768 --batch-size 32 --no-progress
 run2 train labels --target $T --out "$OUT" --label-reference gold --no-progress
-specexit --threads 2 calibrate --target $T --draft $D --data "$OUT" --risk 0.01 --delta 0.1 \
+specexit --threads 2 calibrate --target $T --draft $D --data "$OUT" --risk 0.01 --delta 0.1 --temperature 0.6 --top-p 1.0 \
     --out "$OUT/cal" --install --no-progress || [ $? -eq 1 ]  # 1: no rule certified (said on stdout)
 cp "$OUT/cal/calibration.json" "$R/testbed_t06_calibration.json"
 python benchmarks/calibration/splits.py "$OUT/cal/signals.jsonl" --eps 0.005,0.01,0.02,0.05 --delta 0.1 \

@@ -39,8 +39,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--install", action="store_true", help="also write exit_policy.json into the --draft folder")
     c.add_argument("--select-fraction", type=float, default=0.3, help="share of problems that choose the family")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--temperature", type=float, default=0.6, help="with a prompt file: the traces' temperature")
-    c.add_argument("--top-p", type=float, default=1.0)
+    c.add_argument("--temperature", type=float, default=None,
+                   help="the traces' temperature: sampled at it (a prompt file; default 0.6) or, for a folder "
+                   "whose pipeline.json does not say, the one they were sampled at")  # fmt: skip
+    c.add_argument("--top-p", type=float, default=None, help="likewise (default 1.0)")
     c.add_argument("--max-new-tokens", type=int, default=1024)
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--dtype", default="float32")
@@ -56,6 +58,27 @@ def data_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
+def folder_sampling(folder: Path, a) -> dict:
+    """How a pipeline folder's traces were sampled: its pipeline.json (the traces stage records it), else
+    --temperature / --top-p; the policy names the temperature its guarantee is about."""
+    try:
+        runs = json.loads((folder / "pipeline.json").read_text())["stages"]["traces"]
+        recorded = next((r["sampling"] for r in reversed(runs) if "sampling" in r), None)
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    given = {"temperature": a.temperature, "top_p": a.top_p}
+    if recorded is not None:
+        clash = [k for k, v in given.items() if v is not None and v != recorded.get(k)]
+        if clash:
+            flag = "--" + clash[0].replace("_", "-")
+            raise ConfigError(f"--data {folder}: its traces were sampled with {recorded}; {flag} says otherwise")
+        return {k: recorded.get(k) for k in given}
+    if a.temperature is None:
+        raise ConfigError(f"--data {folder}: pipeline.json does not say how the traces were sampled; give "
+                          "--temperature (and --top-p) they were sampled at")  # fmt: skip
+    return {"temperature": a.temperature, "top_p": 1.0 if a.top_p is None else a.top_p}
+
+
 def _check(a) -> None:
     if not 0 < a.risk < 1:
         raise ConfigError(f"--risk must be a fraction in (0, 1) (0.01 = 1 point), got {a.risk}")
@@ -63,7 +86,7 @@ def _check(a) -> None:
         raise ConfigError(f"--delta must be in (0, 1), got {a.delta}")
     if not 0 < a.select_fraction < 1:
         raise ConfigError(f"--select-fraction must be in (0, 1), got {a.select_fraction}")
-    if a.temperature < 0 or not 0 < a.top_p <= 1:
+    if (a.temperature is not None and a.temperature < 0) or (a.top_p is not None and not 0 < a.top_p <= 1):
         raise ConfigError("--temperature must be >= 0 and --top-p in (0, 1]")
     check_at_least(a, 1, "max_new_tokens", "batch_size")
     check_at_least(a, 0, "seed")
@@ -93,7 +116,7 @@ def run(a) -> int:
     gen = SpecExitGenerator.from_pretrained(a.target, a.draft, dtype=a.dtype, think_start=a.think_start,
                                             think_end=a.think_end)  # fmt: skip
     folder = Path(a.data)
-    sampling = {"temperature": None, "top_p": None}
+    sampling = folder_sampling(folder, a) if folder.is_dir() else {}
     if not folder.is_dir():
         from ..train.labels import LabelConfig
         from ..train.pipeline import stage_labels, stage_traces
@@ -101,11 +124,12 @@ def run(a) -> int:
 
         folder = out / "data"
         folder.mkdir(exist_ok=True)
-        tcfg = TraceConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
-                           samples=1, seed=a.seed, batch_size=a.batch_size)  # fmt: skip
+        sampling = {"temperature": 0.6 if a.temperature is None else a.temperature,
+                    "top_p": 1.0 if a.top_p is None else a.top_p}  # fmt: skip
+        tcfg = TraceConfig(max_new_tokens=a.max_new_tokens, samples=1, seed=a.seed, batch_size=a.batch_size,
+                           **sampling)  # fmt: skip
         stage_traces(gen, a.data, folder, tcfg, progress=not a.no_progress)
         stage_labels(gen, folder, LabelConfig(reference="gold"), progress=not a.no_progress)
-        sampling = {"temperature": a.temperature, "top_p": a.top_p}
     rec = record_signals(gen, folder, out / "signals.jsonl", progress=not a.no_progress)
     traces = load_signals(out / "signals.jsonl")
     cal = calibrate(traces, gen.draft.signals, a.risk, a.delta, a.loss, a.select_fraction, a.seed)
