@@ -69,6 +69,10 @@ def art(tmp_path_factory) -> dict[str, str]:
     shutil.copytree(root / "draft", root / "d_policy")
     (root / "d_policy" / "exit_policy.json").write_text('{"format": "specexit-exit-policy/1", "rule": 3}\n')
     paths["d_policy"] = root / "d_policy"
+    (root / "pipe").mkdir()  # a pipeline folder whose pipeline.json does not say how it was sampled
+    for name in ("traces.jsonl", "labels.jsonl"):
+        (root / "pipe" / name).write_text("")
+    paths["pipe"] = root / "pipe"
     (root / "empty.jsonl").write_text("")
     (root / "notjson.jsonl").write_text('{"question": "1+1?", "answer": "2"}\nnot json\n')
     (root / "prompts.jsonl").write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
@@ -230,6 +234,8 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], str | None]] = [
                                 "--risk", "0.01", "--out", "{new}"], ("nodata",), "{new}"),
     ("calibrate-data-folder-without-labels", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{dir}",
                                               "--risk", "0.01", "--out", "{new}"], ("a_dir", "labels.jsonl"), "{new}"),
+    ("calibrate-folder-sampling-unknown", ["calibrate", "--target", T, "--draft", "{draft}", "--data", "{pipe}",
+                                           "--risk", "0.01", "--out", "{new}"], ("pipe", "--temperature"), "{new}"),
     ("calibrate-draft-missing", ["calibrate", "--target", T, "--draft", "{tmp}/nodraft", "--data", "{prompts}",
                                  "--risk", "0.01", "--out", "{new}"], ("nodraft",), "{new}"),
     ("calibrate-draft-truncated", ["calibrate", "--target", T, "--draft", "{d_trunc}", "--data", "{prompts}",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from ..cli_options import add_think_args, check_at_least, check_dtypes
@@ -102,7 +101,7 @@ def _check(a) -> None:
 def run(a) -> int:
     from ..draft import check_draft_dir
     from ..engine import SpecExitGenerator
-    from ..policy_file import CalibratedPolicy, rule_of, write_policy
+    from ..policy_file import CalibratedPolicy, policy_path, rule_of, write_policy
     from ..target import check_target_dir
     from .choose import calibrate
     from .record import load_signals, record_signals
@@ -111,21 +110,23 @@ def run(a) -> int:
     check_dtypes(a)
     check_target_dir(a.target)
     check_draft_dir(a.draft)
+    folder, prompts = Path(a.data), not Path(a.data).is_dir()
+    if prompts:  # the traces are sampled here
+        sampling = {"temperature": 0.6 if a.temperature is None else a.temperature,
+                    "top_p": 1.0 if a.top_p is None else a.top_p}  # fmt: skip
+    else:  # before anything loads or is written: a refused run leaves no --out
+        sampling = folder_sampling(folder, a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     gen = SpecExitGenerator.from_pretrained(a.target, a.draft, dtype=a.dtype, think_start=a.think_start,
                                             think_end=a.think_end)  # fmt: skip
-    folder = Path(a.data)
-    sampling = folder_sampling(folder, a) if folder.is_dir() else {}
-    if not folder.is_dir():
+    if prompts:
         from ..train.labels import LabelConfig
         from ..train.pipeline import stage_labels, stage_traces
         from ..train.traces import TraceConfig
 
         folder = out / "data"
         folder.mkdir(exist_ok=True)
-        sampling = {"temperature": 0.6 if a.temperature is None else a.temperature,
-                    "top_p": 1.0 if a.top_p is None else a.top_p}  # fmt: skip
         tcfg = TraceConfig(max_new_tokens=a.max_new_tokens, samples=1, seed=a.seed, batch_size=a.batch_size,
                            **sampling)  # fmt: skip
         stage_traces(gen, a.data, folder, tcfg, progress=not a.no_progress)
@@ -141,7 +142,7 @@ def run(a) -> int:
     }  # fmt: skip
     (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     if cal.rule is None:
-        (out / "exit_policy.json").unlink(missing_ok=True)
+        policy_path(out).unlink(missing_ok=True)
         print(f"specexit: no exit rule is certified at risk {a.risk} with delta {a.delta} on {cal.n_certify} "
               f"problems (the most cautious one's p-value is {cal.path[0]['pvalue']}); give more calibration "
               f"problems or a larger --risk.  Candidates: {out / 'calibration.json'}")  # fmt: skip
@@ -153,9 +154,9 @@ def run(a) -> int:
         expected={k: chosen[k] for k in ("thinking_cut", "accuracy_full", "accuracy_exit", "exit_rate")},
         data={"sha256": report["data_sha256"], "traces": len(traces), **sampling, "folder": str(folder)},
     )
-    path = write_policy(policy, out / "exit_policy.json")
+    path = write_policy(policy, policy_path(out))
     if a.install:
-        shutil.copyfile(path, Path(a.draft) / "exit_policy.json")
+        write_policy(policy, policy_path(a.draft))
     print(f"rule {cal.family.label()},confidence>{cal.threshold:g}: certified accuracy loss <= {a.risk:g} "
           f"(delta {a.delta:g}, {cal.n_certify} problems), expected cut {100 * chosen['thinking_cut']:.1f}% of "
           f"thinking -> {path}{' (installed in the draft)' if a.install else ''}")  # fmt: skip
