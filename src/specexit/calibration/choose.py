@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..exit_policy import ExitConfig
-from .replay import TraceSignals, outcome, summarize
+from .replay import TraceSignals, outcome, summarize, summarize_outcomes
 from .risk import certify
 
 CONFIDENCE_PATH: tuple[float, ...] = (0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55,
@@ -119,8 +119,9 @@ def calibrate(
     fam = max(scored, key=lambda x: x[1])[0]  # ties: the first (the simplest) family
     rules = [fam.rule(c) for c in CONFIDENCE_PATH]
     full = [t.full_right for t in cert]
-    exits = [[outcome(r, t).right for t in cert] for r in rules]
-    stats = [summarize(r, cert) for r in rules]
+    outs = [[outcome(r, t) for t in cert] for r in rules]  # [rule][problem]
+    exits = [[o.right for o in row] for row in outs]
+    stats = [summarize_outcomes(cert, row) for row in outs]
     res = certify(full, exits, [s["thinking_cut"] for s in stats], eps, delta, loss=loss, seed=seed)
     path = [{"confidence": c, **s, "pvalue": res.pvalues[i] if i < len(res.pvalues) else None}
             for i, (c, s) in enumerate(zip(CONFIDENCE_PATH, stats, strict=True))]  # fmt: skip

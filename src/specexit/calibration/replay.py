@@ -90,7 +90,11 @@ def outcome(rule: ExitConfig, t: TraceSignals) -> Outcome:
 
 def summarize(rule: ExitConfig, traces: Sequence[TraceSignals]) -> dict:
     """Accuracy with full thinking and with the rule, the share of thinking removed, the exit rate."""
-    outs = [outcome(rule, t) for t in traces]
+    return summarize_outcomes(traces, [outcome(rule, t) for t in traces])
+
+
+def summarize_outcomes(traces: Sequence[TraceSignals], outs: Sequence[Outcome]) -> dict:
+    """``summarize`` from a rule's outcomes on ``traces`` (one per trace, in order)."""
     total = sum(t.thinking for t in traces)
     kept = sum(o.thinking for o in outs)
     n = len(traces)
