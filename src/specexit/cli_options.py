@@ -221,7 +221,8 @@ def exit_config_from_args(
     the caller knows which signals its draft predicts).  ``policy`` (a ``policy_file.CalibratedPolicy``):
     used when no exit flag is given; any exit flag replaces it as a whole (a guarantee holds for the
     calibrated rule only, not for a rule with one knob moved)."""
-    if policy is not None and not exit_flags_given(a) and not getattr(a, "no_calibrated", False):
+    flags = exit_flags_given(a)
+    if policy is not None and not flags and not getattr(a, "no_calibrated", False):
         return _with_budget(policy.exit_config(a.think_start, a.think_end), a)
     base = ExitConfig()
     if a.thresholds is not None:
@@ -243,7 +244,7 @@ def exit_config_from_args(
         connectors=split_list(a.connectors) if a.connectors else (),
         think_start=a.think_start,
         think_end=a.think_end,
-        origin={"source": "flags" if exit_flags_given(a) else "defaults"},
+        origin={"source": "flags" if flags else "defaults"},
     )
     return _with_budget(cfg, a)
 
