@@ -51,7 +51,7 @@ def _records(answers_by_problem: dict[int, list[str]], gold: str = "7") -> list[
     rows = []
     for pid, answers in answers_by_problem.items():
         for k, a in enumerate(answers):
-            text = f"Step one for {pid}.\n\nStep two gives {a}.\n\nSo the answer is \\boxed{{{a}}}.<|im_end|>"
+            text = f"Step one for {pid}, way {k}.\n\nStep two gives {a}.\n\nSo the answer is \\boxed{{{a}}}.<|im_end|>"
             rows.append({"prompt_id": pid, "sample": k, "question": f"Q{pid}?", "gold": gold, "text": text,
                          "final_answer": a, "finish_reason": "stop", "output_ids": [0] * 30})  # fmt: skip
     return rows
@@ -80,6 +80,25 @@ def test_composed_traces_end_right_and_keep_wrong_first_passes():
     for t in traces:  # one opener per re-check, paragraphs separated by blank lines, no code, no specials
         assert sum(t.thinking.count(o) for o in RECHECK_OPENERS) == t.n_rechecks
         assert "```" not in t.thinking and "<|im_end|>" not in t.thinking and "\n\n" in t.thinking
+
+
+def test_a_trace_never_repeats_a_derivation_word_for_word():
+    from specexit.reasoner.compose import ComposeConfig, compose
+
+    # problem 0: the model wrote the same right derivation three times (and one wrong one)
+    records = _records({0: ["7", "7", "3", "7"]})
+    for r in records:
+        r["text"] = r["text"].replace(f", way {r['sample']}", "") if r["final_answer"] == "7" else r["text"]
+    traces = compose(records, ComposeConfig(traces_per_problem=300, seed=1, p_no_recheck=0.0))
+    for t in traces:
+        passes = [p for p in t.thinking.split("\n\n") if p.startswith("Step one")]
+        assert len(passes) == len(set(passes)) == t.n_rechecks + 1
+    # wrong first passes still come at the model's own rate (1 sample in 4), not the distinct texts' (1 in 2)
+    wrong = sum(not t.first_pass_right for t in traces) / len(traces)
+    assert 0.15 < wrong < 0.35
+    # two distinct derivations: at most one re-check, and a right first pass has no other right one to use
+    assert {t.n_rechecks for t in traces} == {0, 1}
+    assert all(t.n_rechecks == (0 if t.first_pass_right else 1) for t in traces)
 
 
 def test_cli_compose_writes_examples_and_stats(tmp_path, capsys):

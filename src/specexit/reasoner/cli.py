@@ -49,6 +49,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--max-len", type=int, default=1024)
     t.add_argument("--ckpt-every", type=int, default=25)
     t.add_argument("--lora-r", type=int, default=16)
+    t.add_argument("--init-adapter", default=None,
+                   help="start from a previous round's adapter/ folder (same --lora-r; fresh optimizer)")  # fmt: skip
     t.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("merge", help="merge a tuned adapter into its base: an HF folder of the thinking model")
     m.add_argument("--base", required=True)
@@ -61,7 +63,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def _tune(a) -> int:
     from ..machine import bf16_verdict, isa_flags
     from .tokenizer import fetch_qwen3_tokenizer
-    from .tune import TuneConfig, tune
+    from .tune import TuneConfig, check_init_adapter, tune
 
     check_at_least(a, 1, "epochs", "max_steps", "grad_accum", "max_len", "ckpt_every", "lora_r")
     dtype = a.dtype
@@ -70,8 +72,11 @@ def _tune(a) -> int:
     cfg = TuneConfig(lr=a.lr, epochs=a.epochs, max_steps=a.max_steps, grad_accum=a.grad_accum, max_len=a.max_len,
                      ckpt_every=a.ckpt_every, lora_r=a.lora_r, lora_alpha=2 * a.lora_r, dtype=dtype)  # fmt: skip
     cfg.validate()  # before anything loads or is written
+    if a.init_adapter is not None:
+        check_init_adapter(a.init_adapter, cfg)
     tokenizer = a.tokenizer or fetch_qwen3_tokenizer(default_tokenizer_dir())
-    summary = tune(a.base, tokenizer, a.examples, a.out, cfg, progress=not a.no_progress)
+    summary = tune(a.base, tokenizer, a.examples, a.out, cfg, progress=not a.no_progress,
+                   init_adapter=a.init_adapter)  # fmt: skip
     print(f"tuned {summary['steps']} steps ({dtype}) -> {a.out}/adapter")
     return 0
 

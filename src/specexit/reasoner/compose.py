@@ -92,6 +92,18 @@ def usable_solutions(records: Iterable[dict], max_pass_tokens: int) -> dict[int,
     return out
 
 
+def distinct_solutions(sols: Sequence[Solution]) -> list[Solution]:
+    """The samples whose derivations differ (whitespace aside), first occurrence kept."""
+    seen: set[str] = set()
+    out = []
+    for s in sols:
+        key = " ".join(s.text.split())
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
 def n_rechecks(rng: random.Random, cfg: ComposeConfig) -> int:
     if rng.random() < cfg.p_no_recheck:
         return 0
@@ -105,20 +117,28 @@ def compose_problem(
     prompt_id: int, question: str, gold: str, sols: Sequence[Solution], cfg: ComposeConfig, rng: random.Random
 ) -> list[ComposedTrace]:
     """Up to ``traces_per_problem`` traces for one problem; none when no sample is right."""
-    right = [s for s in sols if s.right]
-    if not right:
+    if not any(s.right for s in sols):
         return []
     out = []
     for k in range(cfg.traces_per_problem):
         first = rng.choice(list(sols))  # wrong first passes at the model's own rate
+        # re-derivations come from the samples whose text differs from the first and from each other,
+        # each used once: a trace that repeats a derivation word for word teaches copying, and greedy
+        # decoding of the model tuned on such traces (round 2: 42% of them) re-copied its first solution
+        # until the length cap
+        pool = [s for s in distinct_solutions([first, *sols]) if s is not first]
+        right_pool = [s for s in pool if s.right]
         n = n_rechecks(rng, cfg)
         if not first.right:
+            if not right_pool:
+                continue  # nothing left to correct this first pass with
             n = max(n, 1)  # a wrong first pass needs a re-check that corrects it
-        # middle passes: any other sample; the last one is right (the trace must end right)
-        others = [s for s in sols if s is not first] or list(sols)
-        passes = [first] + [rng.choice(others) for _ in range(max(n - 1, 0))]
+        n = min(n, len(pool)) if right_pool else 0
+        passes = [first]
         if n:
-            passes.append(rng.choice([s for s in right if s is not first] or right))
+            last = rng.choice(right_pool)  # the trace must end right
+            middle = [s for s in pool if s is not last]
+            passes += [*rng.sample(middle, n - 1), last]
         paragraphs = [first.text]
         for prev, cur in itertools.pairwise(passes):
             paragraphs.append(rng.choice(RECHECK_OPENERS))

@@ -107,19 +107,37 @@ def _save_checkpoint(out: Path, model, opt, sched, state: dict) -> None:
     tmp.replace(final)  # the last step of a checkpoint: a kill before it leaves the previous one whole
 
 
-def _load_checkpoint(out: Path, model, opt, sched) -> dict | None:
+def _load_adapter_weights(model, adapter_dir: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    result = set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+    if result.unexpected_keys:
+        raise ConfigError(f"--init-adapter {adapter_dir}: weights this model has no place for: "
+                          f"{result.unexpected_keys[:3]}")  # fmt: skip
+
+
+def _load_checkpoint(out: Path, model, opt, sched) -> dict | None:
     ckpt = out / "checkpoint"
     if not (ckpt / "state.pt").is_file():
         return None
-    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    _load_adapter_weights(model, ckpt)
     state = torch.load(ckpt / "state.pt", weights_only=False)
     opt.load_state_dict(state.pop("opt"))
     sched.load_state_dict(state.pop("sched"))
     torch.set_rng_state(state.pop("rng"))
     return state
+
+
+def check_init_adapter(adapter_dir: str | Path, cfg: TuneConfig) -> None:
+    """A previous round's adapter/ to start from must have this run's LoRA shape."""
+    conf = Path(adapter_dir) / "adapter_config.json"
+    if not conf.is_file() or not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"--init-adapter {adapter_dir}: not an adapter/ folder of `reasoner tune`")
+    c = json.loads(conf.read_text())
+    if c.get("r") != cfg.lora_r or sorted(c.get("target_modules") or []) != sorted(cfg.target_modules):
+        raise ConfigError(f"--init-adapter {adapter_dir}: LoRA rank {c.get('r')} on {c.get('target_modules')}, "
+                          f"this run has rank {cfg.lora_r} on {list(cfg.target_modules)}")  # fmt: skip
 
 
 def tune(
@@ -129,11 +147,16 @@ def tune(
     out_dir: str | Path,
     cfg: TuneConfig,
     progress: bool = True,
+    init_adapter: str | Path | None = None,
 ) -> dict:
-    """Train (or resume) and write OUT/adapter; returns the run summary (also OUT/tune.json)."""
+    """Train (or resume) and write OUT/adapter; returns the run summary (also OUT/tune.json).
+    ``init_adapter``: start from a previous round's adapter (a fresh optimizer and schedule; a checkpoint
+    in OUT, when there is one, wins: it already started from it)."""
     from tqdm import tqdm
 
     cfg.validate()
+    if init_adapter is not None:
+        check_init_adapter(init_adapter, cfg)
     out = Path(out_dir)
     examples = [obj for _, obj in iter_jsonl(examples_path)]
     if not examples:
@@ -154,7 +177,11 @@ def tune(
     total = min(cfg.max_steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(cfg.warmup))
     out.mkdir(parents=True, exist_ok=True)
-    state = _load_checkpoint(out, model, opt, sched) or {"step": 0}
+    state = _load_checkpoint(out, model, opt, sched)
+    if state is None:
+        state = {"step": 0}
+        if init_adapter is not None:
+            _load_adapter_weights(model, Path(init_adapter))
     step = state["step"]
     log = out / "metrics.jsonl"
     drop_metrics_after(log, step)  # metrics logged after the checkpoint are redone
@@ -192,6 +219,7 @@ def tune(
     model.save_pretrained(str(out / "adapter"))
     summary = {"steps": step, "examples": len(data), "too_long_left_out": too_long, "config": asdict(cfg),
                "wall_s_this_run": round(time.perf_counter() - t0, 2), "base": str(base_dir),
-               "tokenizer": str(tokenizer_dir), "think_token_ids": think_token_ids(tok)}  # fmt: skip
+               "tokenizer": str(tokenizer_dir), "init_adapter": None if init_adapter is None else str(init_adapter),
+               "think_token_ids": think_token_ids(tok)}  # fmt: skip
     (out / "tune.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
