@@ -285,7 +285,7 @@ class SpecExitGenerator:
     @torch.inference_mode()
     def _vanilla(self, prompt_ids, max_new, sampling, gen):
         """Plain decoding with the target: the reference the speculative modes must reproduce."""
-        cache = self.target.new_cache()
+        cache = self.target.new_cache(len(prompt_ids) + max_new)
         logits, _ = self.target.forward(torch.tensor([prompt_ids]), cache, last_only=True)
         for _ in range(max_new):
             tok = self._choose(logits[-1], sampling, gen)
@@ -298,7 +298,8 @@ class SpecExitGenerator:
         assert draft is not None
         exits = control.can_exit
         proposer = self.proposer_factory(draft, tree_cfg, sampling)
-        cache = target.new_cache()
+        # room for the whole generation plus one round's tree: the buffers never move
+        cache = target.new_cache(len(prompt_ids) + max_new + tree_cfg.budget + len(self.exit_ids) + 1)
         logits, hidden = target.forward(torch.tensor([prompt_ids]), cache)
         first = self._choose(logits[-1], sampling, gen)
         fused, _ = draft.fuse(hidden)

@@ -1,5 +1,5 @@
 """Wrapper around a Hugging Face causal LM: logits + the three EAGLE-3 hidden states, tree forward,
-and a KV cache that can be rolled back and compacted to the accepted path."""
+and the engine's own KV cache (``kv_cache.py``), rolled back and compacted to the accepted path."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.cache_utils import get_layer_types_and_kwargs
 
 from .errors import CheckpointError, TokenizerError, corrupt_weights
+from .kv_cache import EngineKVCache
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
@@ -132,6 +133,8 @@ class TargetModel:
         # transformers >= 5.24 names the cache argument `cache` (`past_key_values` warns, removed in 5.40)
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._layer_types, _ = get_layer_types_and_kwargs(self.config.get_text_config(decoder=True))
+        self._sliding = any(t != "full_attention" for t in self._layer_types)
         for lid in sorted(set(self.layer_ids)):
             layers[lid].register_forward_hook(self._make_hook(lid))
         model.model.norm.register_forward_hook(self._make_hook("final"))
@@ -166,14 +169,20 @@ class TargetModel:
     def embed_tokens(self) -> torch.nn.Embedding:
         return self.model.get_input_embeddings()
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.config)
+    def new_cache(self, capacity: int = 512) -> EngineKVCache:
+        """An empty cache with room for ``capacity`` positions (it grows beyond, by doubling)."""
+        if self._sliding:
+            raise CheckpointError(
+                f"KV cache layer types {sorted(set(self._layer_types))} (sliding window / hybrid attention) are "
+                "not supported for speculative decoding yet"
+            )
+        return EngineKVCache(self.num_layers, capacity)
 
     @torch.inference_mode()
     def forward(
         self,
         input_ids: torch.Tensor,
-        cache: DynamicCache,
+        cache: EngineKVCache,
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         last_only: bool = False,
@@ -212,31 +221,12 @@ class TargetModel:
         return self.model.get_output_embeddings().weight[token_ids]
 
 
-def _layers(cache: DynamicCache) -> list[DynamicLayer]:
-    layers = cache.layers
-    for layer in layers:
-        if type(layer) is not DynamicLayer:
-            raise CheckpointError(
-                f"KV cache layer type {type(layer).__name__} (sliding window / hybrid attention) is not "
-                "supported for speculative decoding yet"
-            )
-    return layers
-
-
-def crop_cache(cache: DynamicCache, length: int) -> None:
+def crop_cache(cache: EngineKVCache, length: int) -> None:
     """Roll back: keep the first ``length`` positions."""
-    for layer in _layers(cache):
-        if layer.keys is not None and layer.keys.numel():
-            layer.keys = layer.keys[..., :length, :]
-            layer.values = layer.values[..., :length, :]
+    cache.keep_first(length)
 
 
-def compact_cache(cache: DynamicCache, start: int, keep: list[int]) -> None:
+def compact_cache(cache: EngineKVCache, start: int, keep: list[int]) -> None:
     """Keep positions [0, start) plus ``start + k`` for k in ``keep`` (the accepted tree path), in
     that order; drop everything else (rejected branches)."""
-    idx = torch.tensor(keep, dtype=torch.long) + start
-    for layer in _layers(cache):
-        if layer.keys is None or not layer.keys.numel():
-            continue
-        layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.index_select(-2, idx)], dim=-2)
-        layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(-2, idx)], dim=-2)
+    cache.keep_path(start, keep)

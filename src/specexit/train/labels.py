@@ -145,7 +145,8 @@ def probe_answers(
         raise ValueError("no exit tokens to force")
     if max(cut_lengths) > len(prefix_ids):
         raise ValueError("a cut lies beyond the prefix")
-    cache = target.new_cache()
+    # every probe writes one position per step: room for all of them up front
+    cache = target.new_cache(len(prefix_ids) + n * (max_tokens + len(exit_ids)))
     target.forward(torch.tensor([list(prefix_ids)]), cache, last_only=True)
     base = len(prefix_ids)
     tokens = [exit_ids[0]] * n
