@@ -17,6 +17,7 @@ PACKAGE = "specexit"
 # the data path's core: propose -> verify -> exit policy, and what both backends build results with
 CORE = (
     "answer_trigger",
+    "auto_tree",
     "backend",
     "boundaries",
     "chat",
@@ -25,11 +26,13 @@ CORE = (
     "errors",
     "exit_control",
     "exit_policy",
+    "kv_cache",
     "policy_file",
     "probe",
     "profiling",
     "proposer",
     "results",
+    "round_cost",
     "sampling",
     "signals",
     "span",

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from .policy_file import CalibratedPolicy
     from .proposer import TreeConfig
 
-DEFAULT_TREE = "60,6,10"
-TREE_FORMS = "total,depth,branching or chain:DEPTH"
+DEFAULT_TREE = "auto"
+AUTO_BOUNDS = (64, 8, 8)  # the largest tree ``--tree auto`` may pick: total tokens, depth, branching
+TREE_FORMS = "auto[:total,depth,branching] (adaptive), total,depth,branching or chain:DEPTH"
 
 
 class OptionError(ConfigError, ValueError):
@@ -80,19 +81,23 @@ def parse_signals(text: str) -> list[str]:
 
 
 def parse_tree(text: str) -> TreeConfig:
-    """``--tree``: ``60,6,10`` (a dynamic tree: total tokens, depth, branching) or ``chain:4`` (a chain of
-    4 drafts, on a CPU the cheapest to verify).  Anything else is an OptionError naming ``--tree``."""
+    """``--tree``: ``auto`` (each round the size that the measured costs and the draft's confidence say
+    pays most, possibly none; ``auto:64,8,8`` sets its bounds), ``60,6,10`` (a fixed dynamic tree: total
+    tokens, depth, branching) or ``chain:4`` (a chain of 4 drafts).  Anything else is an OptionError."""
     from .proposer import TreeConfig  # proposer imports torch: only when a tree is built
 
     kind, sep, arg = text.strip().partition(":")
     try:
+        if kind == "auto":
+            total, depth, branching = (int(x) for x in arg.split(",")) if sep else AUTO_BOUNDS
+            return TreeConfig(total_tokens=total, depth=depth, branching=branching, auto=True)
         if sep and kind == "chain":
             depth = int(arg)
             return TreeConfig(total_tokens=depth, depth=depth, branching=1, chain=True)
         total, depth, branching = (int(x) for x in text.split(","))
         return TreeConfig(total_tokens=total, depth=depth, branching=branching)
     except ValueError:
-        raise OptionError(f"--tree {text!r} is not a tree: use --tree {TREE_FORMS} (e.g. 60,6,10 or chain:4)") from None
+        raise OptionError(f"--tree {text!r} is not a tree: use --tree {TREE_FORMS}") from None
     except ConfigError as e:  # parsed, but not a valid tree (e.g. depth 0)
         raise OptionError(f"--tree {text!r}: {e}") from None
 

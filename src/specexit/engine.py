@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .answer_trigger import DEFAULT_ANSWER_MARKERS
+from .auto_tree import AutoTreePlanner
 from .backend import GenerationRequest
 from .chat import encode_prompt, stop_token_ids
 from .detokenize import IncrementalDetokenizer
@@ -31,6 +32,7 @@ from .exit_policy import ExitConfig
 from .profiling import RoundProfile
 from .proposer import DraftProposer, TreeConfig
 from .results import MODES, GenerationResult, StreamChunk, build_result
+from .round_cost import RoundCost, load_or_measure
 from .sampling import SamplingParams, probs_from_logits, sample
 from .span import SpanMarkers
 from .target import TargetModel, compact_cache, crop_cache, load_tokenizer, resolve_dtype
@@ -80,6 +82,8 @@ class SpecExitGenerator:
         # what an exit forces: the think-end token, or the answer trigger's tokens
         self.exit_ids: list[int] = list(self.markers.exit_ids)
         self.stop_ids = self._stop_ids()
+        self._round_costs: dict[int, RoundCost] = {}  # per branching factor: what a round costs here
+        self._round_cost_override: RoundCost | None = None
 
     @property
     def implicit(self) -> bool:
@@ -105,6 +109,24 @@ class SpecExitGenerator:
             dd = resolve_dtype(draft_dtype) if draft_dtype else target.dtype
             draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=dd)
         return cls(target, tokenizer, draft, **kw)
+
+    def use_round_cost(self, cost: RoundCost) -> None:
+        """Plan ``--tree auto`` with these costs instead of measuring (tests, a known machine)."""
+        self._round_cost_override = cost
+
+    def round_cost(self, branching: int = 8) -> RoundCost:
+        """The measured cost of a round's pieces on this machine (cached on disk per model/dtype/CPU)."""
+        if self._round_cost_override is not None:
+            return self._round_cost_override
+        if branching not in self._round_costs:
+            self._round_costs[branching], _ = load_or_measure(self.target, self.draft, branching=branching)
+        return self._round_costs[branching]
+
+    def _planner(self, tree_cfg: TreeConfig) -> AutoTreePlanner | None:
+        """The adaptive planner for ``--tree auto``; a custom proposer drafts its own trees."""
+        if not tree_cfg.auto or self.proposer_factory is not DraftProposer:
+            return None
+        return AutoTreePlanner(self.round_cost(tree_cfg.k), max_nodes=tree_cfg.budget, max_depth=tree_cfg.depth)
 
     def _stop_ids(self) -> set[int]:
         gen_cfg = getattr(self.target.model, "generation_config", None)
@@ -232,11 +254,12 @@ class SpecExitGenerator:
         generated: list[int] = []
         accept_lengths: list[int] = []
         finish = "length"
+        report: dict = {}  # what the adaptive planner decided (``--tree auto``)
 
         steps = (
             self._vanilla(prompt_ids, max_new, sampling, gen)
             if mode == "vanilla"
-            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, control, gen, profile)
+            else self._speculative(prompt_ids, max_new, sampling, tree_cfg, control, gen, profile, report)
         )
         try:
             for step_tokens, accepted in steps:
@@ -276,6 +299,7 @@ class SpecExitGenerator:
                 signal_history=control.history,
                 probe_calls=control.judge_calls,
             )
+            out.result.speculation = report or None
 
     def _choose(self, logits: torch.Tensor, sampling: SamplingParams, gen) -> int:
         if sampling.greedy:
@@ -293,11 +317,19 @@ class SpecExitGenerator:
             logits, _ = self.target.forward(torch.tensor([[tok]]), cache, last_only=True)
 
     @torch.inference_mode()
-    def _speculative(self, prompt_ids, max_new, sampling, tree_cfg, control: ExitController, gen, profile=None):
+    def _speculative(
+        self, prompt_ids, max_new, sampling, tree_cfg, control: ExitController, gen, profile=None, report=None
+    ):
         target, draft = self.target, self.draft
         assert draft is not None
         exits = control.can_exit
-        proposer = self.proposer_factory(draft, tree_cfg, sampling)
+        planner = self._planner(tree_cfg)
+        if planner is not None:
+            proposer = DraftProposer(draft, tree_cfg, sampling, planner=planner)
+            if report is not None:
+                report.update(tree="auto", bounds=[tree_cfg.budget, tree_cfg.depth, tree_cfg.k])
+        else:
+            proposer = self.proposer_factory(draft, tree_cfg, sampling)
         # room for the whole generation plus one round's tree: the buffers never move
         cache = target.new_cache(len(prompt_ids) + max_new + tree_cfg.budget + len(self.exit_ids) + 1)
         logits, hidden = target.forward(torch.tensor([prompt_ids]), cache)
@@ -310,14 +342,28 @@ class SpecExitGenerator:
         pending = [first]
         produced = 1
         timed = profile.section if profile is not None else _untimed
+        obs: dict | None = None  # the last round, for the planner: observed once the round's time is known
+        top = time.perf_counter()
         while produced < max_new:
+            now = time.perf_counter()
+            if obs is not None and planner is not None:
+                # the round's time runs from loop top to loop top (the consumer's work included)
+                planner.observe(round_ms=(now - top) * 1e3 - obs.pop("flush_ms"), **obs)
+                if report is not None:
+                    report.update(planner.stats.to_dict())
+            top, obs = now, None
+            drafting = len(pending) == 1 and (planner is None or planner.on)
+            t_draft = time.perf_counter()
             with timed("propose"):
-                tree = proposer.propose(gen) if len(pending) == 1 else DraftTree.empty()
+                tree = proposer.propose(gen) if drafting else DraftTree.empty()
+            t_draft = (time.perf_counter() - t_draft) * 1e3
             with timed("tree_inputs"):
                 past = cache.get_seq_length()
                 ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
+            t_target = time.perf_counter()
             with timed("target_forward"):
                 logits, hidden = target.forward(ids, cache, pos, mask)
+            t_target = (time.perf_counter() - t_target) * 1e3
             with timed("verify"):
                 p = len(pending)
                 node_logits = logits[p - 1 :]
@@ -345,6 +391,11 @@ class SpecExitGenerator:
             if profile is not None:
                 profile.rounds += 1
                 profile.tree_tokens += len(tree)
+            if planner is not None and p == 1:  # a round after an exit verifies forced tokens: not typical
+                flush = proposer.last_flush_ms if drafting else 0.0
+                obs = dict(drafted=drafting, tree_probs=tree.probs, accepted=len(acc), n_verified=p + len(tree),
+                           target_ms=t_target, draft_ms=t_draft - flush, tokens=len(acc) + 1,
+                           draft_steps=proposer.last_steps if drafting else 0, flush_ms=flush)  # fmt: skip
             yield emitted, len(acc) + 1
             if produced >= max_new or any(t in self.stop_ids for t in emitted):
                 return

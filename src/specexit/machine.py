@@ -299,6 +299,16 @@ def versions(**extra: str | None) -> dict:
     return out
 
 
+# -- the cache folder -------------------------------------------------------------------------------
+CACHE_ENV = "SPECEXIT_CACHE"
+
+
+def cache_dir() -> Path:
+    """Root of the specexit cache: ``$SPECEXIT_CACHE`` if set (and not empty), else ``~/.cache/specexit``."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "specexit"
+
+
 # -- weights ----------------------------------------------------------------------------------------
 _memo: dict[tuple[str, int, int], str] = {}
 

@@ -13,10 +13,13 @@ every ancestor of every kept node.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import torch
 
+from .auto_tree import AutoTreePlanner
 from .draft import DraftKV, Eagle3Draft
 from .errors import ConfigError
 from .sampling import SamplingParams, gumbel_topk, probs_from_logits
@@ -29,6 +32,9 @@ class TreeConfig:
     depth: int = 6
     branching: int = 10
     chain: bool = False  # a single chain of ``depth`` tokens
+    # adaptive (``--tree auto``): the sizes above are upper bounds; each round the planner of
+    # ``auto_tree.py`` picks the depth and the number of nodes (or none) from measured costs
+    auto: bool = False
 
     def __post_init__(self) -> None:
         if self.depth < 1:
@@ -54,8 +60,14 @@ def _causal_mask(past: int, t: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 class DraftProposer:
-    def __init__(self, draft: Eagle3Draft, tree: TreeConfig, sampling: SamplingParams) -> None:
-        self.draft, self.tree_cfg, self.sampling = draft, tree, sampling
+    def __init__(
+        self, draft: Eagle3Draft, tree: TreeConfig, sampling: SamplingParams, planner: AutoTreePlanner | None = None
+    ) -> None:
+        self.draft, self.tree_cfg, self.sampling, self.planner = draft, tree, sampling, planner
+        # commits deferred while the planner has speculation off: (fused [t, H], next tokens), done as one
+        self._backlog: list[tuple[torch.Tensor, list[int]]] = []
+        self.last_flush_ms = 0.0  # time the last propose spent catching up on the backlog
+        self.last_steps = 0  # draft forwards in the last propose
         self.dtype = draft.fc.weight.dtype
         self.kv = DraftKV()
         self.last_hidden: torch.Tensor | None = None
@@ -65,7 +77,24 @@ class DraftProposer:
 
     @torch.inference_mode()
     def commit(self, fused: torch.Tensor, next_tokens: list[int]) -> None:
-        """Append (fused target feature at position t, token t+1) pairs to the draft cache."""
+        """Append (fused target feature at position t, token t+1) pairs to the draft cache (deferred
+        while the planner has speculation off: nothing reads the draft until it drafts again)."""
+        if self.planner is not None and not self.planner.on:
+            self._backlog.append((fused, list(next_tokens)))
+            return
+        if self._backlog:
+            self._backlog.append((fused, list(next_tokens)))
+            self._flush()
+            return
+        self._commit(fused, next_tokens)
+
+    def _flush(self) -> None:
+        fused = torch.cat([f for f, _ in self._backlog])
+        tokens = [t for _, toks in self._backlog for t in toks]
+        self._backlog.clear()
+        self._commit(fused, tokens)
+
+    def _commit(self, fused: torch.Tensor, next_tokens: list[int]) -> None:
         self.kv.drop_scratch()
         start = self.kv.committed
         t = fused.shape[0]
@@ -92,7 +121,12 @@ class DraftProposer:
 
     @torch.inference_mode()
     def propose(self, gen: torch.Generator | None = None) -> DraftTree:
-        cfg = self.tree_cfg
+        cfg, planner = self.tree_cfg, self.planner
+        self.last_flush_ms, self.last_steps = 0.0, 0
+        if self._backlog:  # speculation resumes: catch the draft up in one forward
+            t0 = time.perf_counter()
+            self._flush()
+            self.last_flush_ms = (time.perf_counter() - t0) * 1e3
         keep_q = not self.sampling.greedy
         tokens: list[int] = []
         parents: list[int] = []
@@ -110,6 +144,8 @@ class DraftProposer:
                 if keep_q:
                     q_store[parent] = (self.vocab_map, q[row])
                 base = scores[parent] if parent >= 0 else 0.0
+                if planner is not None and ranks[row]:
+                    planner.observe_top1(math.exp(ranks[row][0]))
                 for tok, rank in zip(ids[row], ranks[row], strict=True):
                     if rank == float("-inf"):  # q has fewer than k tokens (top-k / top-p cut)
                         break
@@ -122,10 +158,19 @@ class DraftProposer:
 
         frontier = add_children([-1], self.last_logits[None], 1)
         neg = torch.finfo(self.dtype).min
+        draft_ms = 0.0  # the planner's estimate of the draft steps spent so far
         for depth in range(1, cfg.depth):
             expand = sorted(frontier, key=lambda i: -scores[i])[: cfg.k]
             if not expand:
                 break
+            if planner is not None:
+                probs = sorted((math.exp(x) for x in scores), reverse=True)
+                m = planner.expansion(probs, [math.exp(scores[i]) for i in expand], 1, draft_ms, depth)
+                if m == 0:
+                    break
+                expand = expand[:m]
+                draft_ms += planner.step_ms(m)
+            self.last_steps += 1
             n_past = self.kv.length
             # mask: committed cache visible; scratch entries only when they are ancestors; self visible
             mask = torch.zeros(len(expand), n_past + len(expand), dtype=self.dtype)
@@ -151,14 +196,19 @@ class DraftProposer:
             frontier = add_children(expand, self.draft.logits(h), depth + 1)
         self.kv.drop_scratch()
 
-        order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))[: cfg.budget]
-        kept = sorted(order)  # creation order is topological and keeps siblings in draw order
+        order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))
+        if planner is not None:
+            budget, _ = planner.best_size([math.exp(scores[i]) for i in order], 1, draft_ms)
+        else:
+            budget = cfg.budget
+        kept = sorted(order[:budget])  # creation order is topological and keeps siblings in draw order
         remap = {old: new for new, old in enumerate(kept)}
         remap[-1] = -1
         tree = DraftTree(
             tokens=[tokens[i] for i in kept],
             parents=[remap[parents[i]] for i in kept],
             depths=[depths[i] for i in kept],
+            probs=[math.exp(scores[i]) for i in kept],
         )
         if keep_q:
             tree.q = {remap[n]: q for n, q in q_store.items() if n in remap}

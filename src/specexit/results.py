@@ -42,6 +42,7 @@ class GenerationResult:
     wall_s: float
     signal_history: list = field(default_factory=list)
     probe_calls: int = 0  # trial answers run by the probing baseline
+    speculation: dict | None = None  # what ``--tree auto`` decided (rounds with / without a tree, sizes)
 
     @property
     def mean_accept_length(self) -> float:
@@ -67,6 +68,8 @@ class GenerationResult:
             )
         }
         d["mean_accept_length"] = round(self.mean_accept_length, 4)
+        if self.speculation is not None:
+            d["speculation"] = self.speculation
         d["token_ids"] = self.token_ids
         if history:
             d["signal_history"] = history_records(self.signal_history)

@@ -20,6 +20,8 @@ class DraftTree:
     # draft distribution (over the target vocab, sparse: draft ids + probs) at each expanded node
     # (-1 = root); only needed for rejection sampling
     q: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # the draft's path probability of each node (its score): what the adaptive planner learns from
+    probs: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tokens)

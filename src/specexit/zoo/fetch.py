@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..machine import CACHE_ENV as CACHE_ENV  # the zoo names the variable too
+from ..machine import cache_dir
 from .registry import ChecksumError, MissingPackageError, ModelSpec, ZooError, get_spec
 
-CACHE_ENV = "SPECEXIT_CACHE"
 MARKER = ".specexit-converted.json"
 SAVE_DTYPE = "float32"  # the only dtype that keeps the dequantised GGUF weights exact (see the package doc)
 GGUF_REQUIREMENTS = (("gguf", "gguf>=0.10", "0.10"), ("accelerate", "accelerate>=1.0", "1.0"))
@@ -27,12 +28,6 @@ _CHUNK = 8 << 20  # bytes per read while streaming
 
 # --------------------------------------------------------------------------------------------------
 # cache folders
-
-
-def cache_dir() -> Path:
-    """Root of the specexit cache: ``$SPECEXIT_CACHE`` if set (and not empty), else ``~/.cache/specexit``."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "specexit"
 
 
 def models_dir() -> Path:

@@ -1,0 +1,206 @@
+"""Adaptive speculation (``--tree auto``): each round, the tree that maximises expected tokens per second.
+
+EAGLE-2's observation is that the draft's own probability of a path tracks how often the target accepts
+it.  With the measured cost of a round (``round_cost.py``) that gives, for a candidate tree T over P
+pending tokens,
+
+    expected tokens / second  =  (1 + c * sum_{i in T} p_i) / (D + V(P + |T|) + O)
+
+with p_i the draft's path probability of node i (its score), c a calibration factor (accepted / predicted,
+learned online), D the draft steps spent, V(k) the cost of a target forward of k tokens (measured, and
+scaled online by what forwards really took) and O the rest of a round (verification, signals, Python),
+also learned online.  The planner
+
+  * stops growing the tree when one more draft step is not expected to pay for itself,
+  * keeps the best-scoring nodes up to the size that maximises the rate (possibly none),
+  * and turns speculation off when rounds with a tree yield fewer tokens per second than plain decoding
+    would; it tries again after a back-off that doubles while speculation keeps losing (4 ... 64 rounds).
+    While off, the draft's commits are deferred and done in one batch when speculation resumes.
+
+Scores in sampling mode are the rank scores of ``proposer.py`` (products of the r-th largest draft
+probabilities), which never depend on which token a child turned out to be, so choosing the tree from
+them keeps the rejection sampler lossless.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from .round_cost import RoundCost
+
+MIN_BACKOFF, MAX_BACKOFF = 4, 64
+MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower than plain decoding
+LOOKAHEAD = 3  # draft steps the depth decision looks ahead
+
+
+class Ema:
+    """Exponential moving average, starting from a prior value; ``reset`` forgets it, and the next
+    observations are averaged plainly until there are enough of them for the EMA (1/n > alpha)."""
+
+    def __init__(self, prior: float, alpha: float = 0.15) -> None:
+        self.value, self.alpha, self.n = prior, alpha, None
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def add(self, x: float) -> None:
+        if self.n is None:
+            self.value += self.alpha * (x - self.value)
+            return
+        self.n += 1
+        self.value += max(self.alpha, 1.0 / self.n) * (x - self.value)
+
+
+@dataclass
+class PlannerStats:
+    rounds_on: int = 0
+    rounds_off: int = 0
+    tree_nodes: int = 0
+    draft_steps: int = 0
+    switches_off: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)  # chosen tree size -> rounds
+
+    def to_dict(self) -> dict:
+        mean = self.tree_nodes / self.rounds_on if self.rounds_on else 0.0
+        return {"rounds_with_tree": self.rounds_on, "rounds_without": self.rounds_off,
+                "mean_tree_nodes": round(mean, 2), "draft_steps": self.draft_steps,
+                "times_turned_off": self.switches_off}  # fmt: skip
+
+
+class AutoTreePlanner:
+    """One generation's speculation plan.  Times are in milliseconds."""
+
+    def __init__(self, cost: RoundCost, max_nodes: int, max_depth: int) -> None:
+        self.cost, self.max_nodes, self.max_depth = cost, max_nodes, max_depth
+        self.calib = Ema(0.8)  # accepted tokens / sum of path probabilities of the verified tree
+        self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
+        self.draft_scale = Ema(1.0)
+        self.overhead = Ema(0.05 * cost.target(1))  # the rest of a round
+        self.top1 = Ema(0.7)  # the draft's top-1 probability at an expanded node
+        # realised tokens and ms per round, over rounds that drafted (since the last restart) and rounds
+        # that did not (plain decoding; its prior: the cost table's 1-token forward): rate = tokens / ms
+        self.on_tokens, self.on_ms = Ema(0.0), Ema(0.0)
+        self.on_tokens.reset()
+        self.on_ms.reset()
+        self.off_tokens, self.off_ms = Ema(1.0), Ema(cost.target(1) + self.overhead.value)
+        self._on_rounds = 0  # rounds with a tree since speculation was (re)started
+        self.on = True
+        self._off_left = 0
+        self._backoff = MIN_BACKOFF
+        self.stats = PlannerStats()
+        self._table: list[float] = [0.0]  # the cost table's target forward of k tokens, by k
+
+    # -- the cost model -----------------------------------------------------------------------------
+    def verify_ms(self, k: int) -> float:
+        return self.target_scale.value * self._target_table(k)
+
+    def _target_table(self, k: int) -> float:
+        if k >= len(self._table):
+            self._table += [self.cost.target(i) for i in range(len(self._table), k + 1)]
+        return self._table[k]
+
+    def step_ms(self, m: int) -> float:
+        return self.draft_scale.value * self.cost.draft_step(m)
+
+    def rate(self, prob_sum: float, draft_ms: float, n_verified: int) -> float:
+        """Expected tokens per ms of a round that verifies ``n_verified`` tokens."""
+        return (1.0 + self.calib.value * prob_sum) / (draft_ms + self.verify_ms(n_verified) + self.overhead.value)
+
+    # -- decisions inside a round --------------------------------------------------------------------
+    def best_size(self, sorted_probs: list[float], n_pending: int, draft_ms: float) -> tuple[int, float]:
+        """(n, rate): how many of the best nodes to verify (probabilities in descending order)."""
+        c, s, fixed = self.calib.value, self.target_scale.value, draft_ms + self.overhead.value
+        self._target_table(n_pending + self.max_nodes)
+        table = self._table
+        best_n, best = 0, 1.0 / (fixed + s * table[n_pending])
+        for n, total in enumerate(itertools.accumulate(sorted_probs[: self.max_nodes]), start=1):
+            r = (1.0 + c * total) / (fixed + s * table[n_pending + n])
+            if r > best:
+                best_n, best = n, r
+        return best_n, best
+
+    def expansion(self, sorted_probs: list[float], frontier_probs: list[float], n_pending: int,
+                  draft_ms: float, depth: int) -> int:  # fmt: skip
+        """How many of the best frontier nodes (``frontier_probs``, descending) the next draft step should
+        expand, 0 to stop drafting: the count (1, 2, 4, ... up to the branching) whose next LOOKAHEAD
+        steps are expected to raise the rate most.  A step gives each expanded node a best child worth
+        about the node's probability times the draft's usual top-1 probability; looking several steps
+        ahead keeps a first step that costs more than it gives from stopping a chain that pays later."""
+        if depth >= self.max_depth or not frontier_probs:
+            return 0
+        _, best = self.best_size(sorted_probs, n_pending, draft_ms)
+        choice, m = 0, 1
+        while True:
+            hyp, extra_ms, chain = list(sorted_probs), draft_ms, list(frontier_probs[:m])
+            for _ in range(min(LOOKAHEAD, self.max_depth - depth)):
+                chain = [p * self.top1.value for p in chain]
+                hyp = sorted(hyp + chain, reverse=True)
+                extra_ms += self.step_ms(len(chain))
+                r = self.best_size(hyp, n_pending, extra_ms)[1]
+                if r > best:
+                    choice, best = len(chain), r
+            if m >= len(frontier_probs):
+                return choice
+            m = min(2 * m, len(frontier_probs))
+
+    def observe_top1(self, p: float) -> None:
+        self.top1.add(p)
+
+    # -- after a round ---------------------------------------------------------------------------------
+    def observe(self, *, drafted: bool, tree_probs: list[float], accepted: int, n_verified: int, round_ms: float,
+                target_ms: float, draft_ms: float, draft_steps: int, tokens: int) -> None:  # fmt: skip
+        """What the round did: whether it drafted, the verified tree's path probabilities, tokens accepted
+        from it, the target forward's and the draft's time, the round's time and the tokens it yielded."""
+        pred = self.cost.target(n_verified)
+        if pred > 0 and target_ms > 0:
+            self.target_scale.add(min(max(target_ms / pred, 0.2), 5.0))
+        if draft_steps and self.cost.draft_step(1) > 0:
+            self.draft_scale.add(min(max(draft_ms / (draft_steps * self.cost.draft_step(1)), 0.2), 5.0))
+        self.overhead.add(max(round_ms - target_ms - draft_ms, 0.0))
+        s = sum(tree_probs)
+        if s > 0:
+            self.calib.add(min(accepted / s, 1.5))
+        st = self.stats
+        if drafted:
+            self._on_rounds += 1
+            st.rounds_on += 1
+            st.tree_nodes += len(tree_probs)
+            st.draft_steps += draft_steps
+            st.sizes[len(tree_probs)] = st.sizes.get(len(tree_probs), 0) + 1
+        else:
+            st.rounds_off += 1
+        if round_ms > 0:
+            toks, ms = (self.on_tokens, self.on_ms) if drafted else (self.off_tokens, self.off_ms)
+            toks.add(tokens)
+            ms.add(round_ms)
+        self._switch()
+
+    @property
+    def rate_on(self) -> float:
+        return self.on_tokens.value / self.on_ms.value if self.on_ms.value > 0 else 0.0
+
+    @property
+    def rate_off(self) -> float:
+        return self.off_tokens.value / self.off_ms.value
+
+    def _switch(self) -> None:
+        if self.on:
+            if self._on_rounds >= MIN_JUDGED and self.rate_on < self.rate_off:
+                self.on, self._off_left = False, self._backoff
+                self._backoff = min(2 * self._backoff, MAX_BACKOFF)
+                self.stats.switches_off += 1
+            elif self._on_rounds >= MIN_JUDGED and self.rate_on > 1.1 * self.rate_off:
+                self._backoff = MIN_BACKOFF  # speculation is winning: a later loss backs off briefly
+        else:
+            self._off_left -= 1
+            if self._off_left <= 0:  # try again, judged on the rounds from now on
+                self.on, self._on_rounds = True, 0
+                self.on_tokens.reset()
+                self.on_ms.reset()
+
+
+def path_probs(scores: list[float]) -> list[float]:
+    """Tree scores are log path probabilities: the probabilities, in the same order."""
+    return [math.exp(s) for s in scores]

@@ -1,0 +1,153 @@
+"""``--tree auto``: the planner's choices follow the rate model, it turns speculation off where it loses
+and back on, deferred draft commits leave the draft exactly as step-by-step ones, and generation with it
+stays lossless (greedy identical to plain decoding) whatever it decides."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, AutoTreePlanner
+from specexit.cli_options import AUTO_BOUNDS, parse_tree
+from specexit.draft import init_draft
+from specexit.engine import SpecExitGenerator
+from specexit.proposer import DraftProposer, TreeConfig
+from specexit.round_cost import RoundCost, load_or_measure
+from specexit.sampling import SamplingParams
+from specexit.target import TargetModel
+from specexit.tiny import make_tiny
+
+SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def cost_table(per_token_ms: float, base_ms: float = 10.0, draft_ms: float = 1.0) -> RoundCost:
+    """A forward of k tokens costs base + per_token * (k - 1): GPU-like when per_token << base."""
+    return RoundCost(key="test", sizes=SIZES, target_ms=tuple(base_ms + per_token_ms * (k - 1) for k in SIZES),
+                     draft_sizes=(1, 8), draft_step_ms=(draft_ms, draft_ms * 1.5), commit_sizes=(1, 8),
+                     commit_ms=(0.5, 0.8), facts={})  # fmt: skip
+
+
+def brute_best(planner: AutoTreePlanner, probs: list[float], pending: int, draft_ms: float) -> float:
+    rates = [planner.rate(sum(probs[:n]), draft_ms, pending + n) for n in range(min(len(probs), planner.max_nodes) + 1)]
+    return max(rates)
+
+
+def test_best_size_is_the_argmax_of_the_rate_model():
+    rng = random.Random(0)
+    for per_token in (0.05, 1.0, 10.0):
+        planner = AutoTreePlanner(cost_table(per_token), max_nodes=64, max_depth=8)
+        for _ in range(50):
+            probs = sorted((rng.random() ** 3 for _ in range(rng.randint(0, 80))), reverse=True)
+            n, r = planner.best_size(probs, 1, 2.0)
+            assert r == pytest.approx(brute_best(planner, probs, 1, 2.0))
+            assert r == pytest.approx(planner.rate(sum(probs[:n]), 2.0, 1 + n))
+
+
+def test_cheap_verification_grows_the_tree_and_costly_verification_keeps_none():
+    probs = [0.9, 0.8, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1]
+    gpu = AutoTreePlanner(cost_table(0.05), max_nodes=64, max_depth=8)
+    cpu = AutoTreePlanner(cost_table(10.0), max_nodes=64, max_depth=8)  # a k-token forward costs k times one
+    assert gpu.best_size(probs, 1, 0.0)[0] == len(probs)
+    assert cpu.best_size(probs, 1, 0.0)[0] == 0
+    # deeper: a confident chain is worth another draft step where verifying is cheap, not where it is dear
+    assert gpu.expansion(probs, [0.9], 1, 1.0, depth=2) >= 1
+    assert cpu.expansion(probs, [0.9], 1, 1.0, depth=2) == 0
+    assert gpu.expansion(probs, [0.9], 1, 1.0, depth=8) == 0  # the depth bound holds
+    # a draft step that costs more than the whole forward does not pay for a 0.1 child
+    slow_draft = AutoTreePlanner(cost_table(0.05, draft_ms=50.0), max_nodes=64, max_depth=8)
+    assert slow_draft.expansion([0.1], [0.1], 1, 0.0, depth=1) == 0
+
+
+def _feed(planner: AutoTreePlanner, *, on_tokens: float, on_ms: float, off_ms: float, rounds: int) -> list[bool]:
+    states = []
+    for _ in range(rounds):
+        drafted = planner.on
+        planner.observe(drafted=drafted, tree_probs=[0.5] * 4 if drafted else [], accepted=int(on_tokens) - 1,
+                        n_verified=5 if drafted else 1, round_ms=on_ms if drafted else off_ms, target_ms=0.0,
+                        draft_ms=0.0, draft_steps=2 if drafted else 0, tokens=on_tokens if drafted else 1)  # fmt: skip
+        states.append(planner.on)
+    return states
+
+
+def test_speculation_that_loses_is_turned_off_backs_off_longer_each_time_and_winning_keeps_it_on():
+    losing = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    states = _feed(losing, on_tokens=2, on_ms=30.0, off_ms=10.0, rounds=400)  # 0.067 vs 0.1 tokens/ms
+    assert states[MIN_JUDGED - 1] is False  # judged after MIN_JUDGED rounds, not before
+    assert all(states[: MIN_JUDGED - 1])
+    runs = [(k, len(list(g))) for k, g in itertools.groupby(states)]
+    off_runs = [n for k, n in runs if not k]
+    assert off_runs[:5] == [MIN_BACKOFF, 2 * MIN_BACKOFF, 4 * MIN_BACKOFF, 8 * MIN_BACKOFF, 16 * MIN_BACKOFF]
+    assert max(off_runs) == MAX_BACKOFF
+    assert sum(states) / len(states) < 0.15  # mostly plain decoding
+    winning = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    assert all(_feed(winning, on_tokens=4, on_ms=20.0, off_ms=10.0, rounds=200))  # 0.2 vs 0.1 tokens/ms
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def gen(request, tmp_path_factory):
+    path = make_tiny(request.param, tmp_path_factory.mktemp(request.param))
+    target = TargetModel.from_pretrained(path)
+    return SpecExitGenerator(target, AutoTokenizer.from_pretrained(path), init_draft(target))
+
+
+def test_deferred_commits_leave_the_draft_as_step_by_step_commits(gen):
+    draft, target = gen.draft, gen.target
+    ids = torch.randint(0, target.vocab_size, (1, 30), generator=torch.Generator().manual_seed(1))
+    _, hidden = target.forward(ids, target.new_cache(64))
+    with torch.inference_mode():
+        fused, _ = draft.fuse(hidden)
+    planner = AutoTreePlanner(cost_table(1.0), max_nodes=8, max_depth=3)
+    lazy = DraftProposer(draft, TreeConfig(8, 3, 4, auto=True), SamplingParams(), planner=planner)
+    eager = DraftProposer(draft, TreeConfig(8, 3, 4), SamplingParams())
+    tokens = ids[0].tolist()
+    for p in (lazy, eager):
+        p.commit(fused[:10], tokens[1:11])
+    planner.on = False
+    for a in range(10, 29, 3):  # speculation off: commits pile up
+        b = min(a + 3, 29)
+        lazy.commit(fused[a:b], tokens[a + 1 : b + 1])
+        eager.commit(fused[a:b], tokens[a + 1 : b + 1])
+    assert lazy.kv.committed == 10 < eager.kv.committed == 29
+    planner.on = True
+    lazy.propose()  # speculation resumes: the backlog is committed first, in one draft forward
+    assert lazy.kv.committed == eager.kv.committed == 29 and lazy.last_pos == eager.last_pos
+    torch.testing.assert_close(lazy.last_logits, eager.last_logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("per_token", [0.05, 1.0, 1000.0])
+def test_auto_greedy_equals_vanilla_whatever_the_costs(gen, per_token):
+    gen.use_round_cost(cost_table(per_token))
+    try:
+        for prompt, n in [("What is 12 + 7?", 150), ("Wait, so the total", 41)]:
+            ids = gen.encode_prompt(prompt)
+            ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=n)
+            out = gen.generate(input_ids=ids, mode="spec", max_new_tokens=n, tree=parse_tree("auto"))
+            assert out.token_ids == ref.token_ids
+            assert out.speculation["tree"] == "auto" and out.speculation["bounds"] == list(AUTO_BOUNDS)
+            if per_token == 1000.0:  # verifying a tree costs ~1000x a token: never worth a node
+                assert out.speculation["mean_tree_nodes"] == 0.0
+            if per_token == 0.05:  # GPU-like: verifying more tokens is almost free, trees grow
+                assert out.speculation["mean_tree_nodes"] > 2.0
+    finally:
+        gen.use_round_cost(None)
+
+
+def test_measured_costs_are_cached_per_model_and_machine(gen, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECEXIT_CACHE", str(tmp_path))
+    cost, fresh = load_or_measure(gen.target, gen.draft, branching=4)
+    again, fresh_again = load_or_measure(gen.target, gen.draft, branching=4)
+    assert fresh and not fresh_again and again == cost
+    assert len(list((tmp_path / "round-cost").glob("*.json"))) == 1
+    assert cost.sizes[0] == 1 and all(ms > 0 for ms in cost.target_ms)
+    assert cost.facts["threads"] == torch.get_num_threads() and cost.facts["target_dtype"] == "float32"
+
+
+def test_measuring_does_not_count_as_target_forwards(gen, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECEXIT_CACHE", str(tmp_path))
+    before = gen.target.forward_calls
+    load_or_measure(gen.target, gen.draft, branching=4, refresh=True)
+    assert gen.target.forward_calls == before
