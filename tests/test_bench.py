@@ -192,7 +192,7 @@ def test_tree_option_takes_a_dynamic_tree_or_a_chain(tmp_path, capsys):
             parse_tree(bad)
     argv = ["bench", "--target", str(tmp_path), "--dataset", "gsm8k100", "--tree", "16,5", "--out", str(tmp_path / "o")]
     assert cli_main(argv) == 2
-    assert "--tree total,depth,branching or chain:DEPTH" in capsys.readouterr().err
+    assert "total,depth,branching or chain:DEPTH" in capsys.readouterr().err
 
 
 def test_report_only_summarises_the_questions_every_method_finished(tiny, tmp_path, capsys):

@@ -6,7 +6,15 @@ import json
 import pytest
 
 from specexit.cli import main as cli_main
-from specexit.cli_options import OptionError, parse_pairs, parse_thresholds, parse_tree, split_list
+from specexit.cli_options import (
+    AUTO_BOUNDS,
+    DEFAULT_TREE,
+    OptionError,
+    parse_pairs,
+    parse_thresholds,
+    parse_tree,
+    split_list,
+)
 from specexit.errors import ConfigError
 
 
@@ -20,14 +28,19 @@ def tiny(tmp_path_factory):
     return path, draft
 
 
-def test_parse_tree_takes_a_dynamic_tree_or_a_chain():
+def test_parse_tree_takes_auto_a_dynamic_tree_or_a_chain():
+    auto = parse_tree("auto")
+    assert auto.auto and (auto.total_tokens, auto.depth, auto.branching) == AUTO_BOUNDS
+    bounded = parse_tree("auto:16,5,4")
+    assert bounded.auto and (bounded.total_tokens, bounded.depth, bounded.branching) == (16, 5, 4)
+    assert not parse_tree("16,5,4").auto and DEFAULT_TREE == "auto"
     assert parse_tree("chain:4") == parse_tree(" chain: 4")
     chain = parse_tree("chain:4")
     assert chain.chain and chain.depth == 4 and chain.budget == 4 and chain.k == 1
     tree = parse_tree("16,5,4")
     assert not tree.chain and (tree.total_tokens, tree.depth, tree.branching) == (16, 5, 4)
-    for bad in ("chain:x", "16,5", "tree", "chain:", "1,2,3,4", ""):
-        with pytest.raises(OptionError, match=r"^--tree .* is not a tree: use --tree total,depth,branching or chain"):
+    for bad in ("chain:x", "16,5", "tree", "chain:", "1,2,3,4", "", "auto:1,2", "auto:x"):
+        with pytest.raises(OptionError, match=r"^--tree .* is not a tree: use --tree auto\[:total,depth,branching\]"):
             parse_tree(bad)
     # an OptionError is what the CLI prints (a ConfigError) and what a text parser raises (a ValueError)
     assert issubclass(OptionError, ConfigError) and issubclass(OptionError, ValueError)
@@ -83,8 +96,8 @@ def test_a_bad_tree_is_a_one_line_error_naming_the_option(cmd, tmp_path, capsys)
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err == (
-        "specexit: error: --tree '16,5' is not a tree: use --tree total,depth,branching or chain:DEPTH "
-        "(e.g. 60,6,10 or chain:4)\n"
+        "specexit: error: --tree '16,5' is not a tree: use --tree auto[:total,depth,branching] (adaptive), "
+        "total,depth,branching or chain:DEPTH (e.g. auto, 60,6,10 or chain:4)\n"
     )
 
 

@@ -142,7 +142,10 @@ def _generate_vllm(a, mode: str, exit_cfg) -> int:
 
 def _print_result(a, r) -> None:
     if a.json:
-        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        d = r.to_dict()
+        if choice := getattr(a, "dtype_choice", None) or getattr(a, "loaded_dtype_choice", None):
+            d["dtype_choice"] = choice  # --dtype auto: what it chose on this machine, and why
+        print(json.dumps(d, ensure_ascii=False))
         return
     if not a.stream:
         print(r.text)
@@ -182,6 +185,7 @@ def _cmd_generate(a) -> int:
         a.target, a.draft, dtype=a.dtype, draft_dtype=a.draft_dtype, think_start=a.think_start,
         think_end=a.think_end, **answer_trigger_kwargs(a),
     )  # fmt: skip
+    a.loaded_dtype_choice = gen.target.dtype_choice
     stream = gen.stream(
         a.prompt,
         mode=mode,

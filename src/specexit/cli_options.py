@@ -97,7 +97,8 @@ def parse_tree(text: str) -> TreeConfig:
         total, depth, branching = (int(x) for x in text.split(","))
         return TreeConfig(total_tokens=total, depth=depth, branching=branching)
     except ValueError:
-        raise OptionError(f"--tree {text!r} is not a tree: use --tree {TREE_FORMS}") from None
+        example = "(e.g. auto, 60,6,10 or chain:4)"
+        raise OptionError(f"--tree {text!r} is not a tree: use --tree {TREE_FORMS} {example}") from None
     except ConfigError as e:  # parsed, but not a valid tree (e.g. depth 0)
         raise OptionError(f"--tree {text!r}: {e}") from None
 
@@ -140,12 +141,20 @@ def check_out_file(path: str | Path, flag: str) -> None:
 
 
 def check_dtypes(a: argparse.Namespace) -> None:
-    """``--dtype`` and ``--draft-dtype`` (those the command has) name a known precision."""
+    """``--dtype`` and ``--draft-dtype`` (those the command has) name a known precision.  ``--dtype auto``
+    is measured when the target loads (``target.choose_auto_dtype``); for vLLM it is decided here, by the
+    CPU's flags (kept in ``a.dtype_choice`` for the command's JSON output)."""
     from .target import resolve_dtype  # torch: only when a command checks its options
 
+    if getattr(a, "dtype", None) == "auto" and getattr(a, "backend", "torch") == "vllm":
+        from .machine import bf16_native
+
+        # vLLM's own "auto" is the checkpoint's dtype, emulated (slow) on a CPU without native bf16
+        a.dtype = "bfloat16" if bf16_native() else "float32"
+        a.dtype_choice = {"dtype": a.dtype, "why": "vLLM: bfloat16 where the CPU has native bf16, else float32"}
     for dest in ("dtype", "draft_dtype"):
         value = getattr(a, dest, None)
-        if value is not None:
+        if value is not None and not (dest == "dtype" and value == "auto"):
             try:
                 resolve_dtype(value)
             except CheckpointError as e:
@@ -179,7 +188,8 @@ def add_tree_arg(p: argparse.ArgumentParser, default: str = DEFAULT_TREE) -> Non
 
 
 def add_dtype_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", default="float32", help="target precision: float32 | bfloat16 | float16")
+    p.add_argument("--dtype", default="auto", help="target precision: auto (bfloat16 where this CPU computes it "
+                   "natively and it measures faster, else float32) | float32 | bfloat16 | float16")  # fmt: skip
     p.add_argument("--draft-dtype", default=None, help="draft precision (default: the target's)")
 
 

@@ -123,8 +123,10 @@ class SpecExitGenerator:
         return self._round_costs[branching]
 
     def _planner(self, tree_cfg: TreeConfig) -> AutoTreePlanner | None:
-        """The adaptive planner for ``--tree auto``; a custom proposer drafts its own trees."""
-        if not tree_cfg.auto or self.proposer_factory is not DraftProposer:
+        """The adaptive planner for ``--tree auto``; a custom proposer that is not a DraftProposer (class)
+        drafts its own trees."""
+        factory = self.proposer_factory
+        if not tree_cfg.auto or not (isinstance(factory, type) and issubclass(factory, DraftProposer)):
             return None
         return AutoTreePlanner(self.round_cost(tree_cfg.k), max_nodes=tree_cfg.budget, max_depth=tree_cfg.depth)
 
@@ -177,6 +179,8 @@ class SpecExitGenerator:
                 "draft": {"dtype": str(draft_dtype).removeprefix("torch.")} if draft_dtype is not None else None,
             },
         }
+        if self.target.dtype_choice is not None:  # --dtype auto: what was measured and chosen
+            d["dtype_choice"] = self.target.dtype_choice
         if self.implicit:  # a model without think tokens: how its reasoning span is delimited
             d.update(answer_trigger=self.answer_trigger, answer_markers=list(self.answer_markers))
         return d
@@ -325,7 +329,7 @@ class SpecExitGenerator:
         exits = control.can_exit
         planner = self._planner(tree_cfg)
         if planner is not None:
-            proposer = DraftProposer(draft, tree_cfg, sampling, planner=planner)
+            proposer = self.proposer_factory(draft, tree_cfg, sampling, planner=planner)
             if report is not None:
                 report.update(tree="auto", bounds=[tree_cfg.budget, tree_cfg.depth, tree_cfg.k])
         else:

@@ -107,6 +107,11 @@ def bf16_verdict(isa: list[str]) -> str:
     return "native" if any(f in isa for f in NATIVE_BF16) else "emulated"
 
 
+def bf16_native() -> bool:
+    """True where the CPU computes bfloat16 natively (AVX512-BF16 / AMX); AVX2-only CPUs emulate it."""
+    return bf16_verdict(isa_flags()) == "native"
+
+
 def _cgroup_cpus() -> float | None:
     """The cgroup v2 CPU quota in CPUs (``cpu.max``), None without one."""
     try:

@@ -139,6 +139,8 @@ def run(a) -> int:
         system=a.system,
     )
     run_info = {"dataset": a.dataset, "limit": a.limit, "target": a.target, "draft": a.draft}  # for run.json
+    if getattr(a, "dtype_choice", None):  # --dtype auto: what it chose on this machine, and why
+        run_info["dtype_choice"] = a.dtype_choice
     run_bench(gen, problems, methods, cfg, a.out, progress=not a.no_progress, shard=shard, batch_size=a.batch_size,
               run_info=run_info)  # fmt: skip
     if shard[1] > 1:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The floor benchmark of docs/performance.md (issue #22): about 20 minutes on 2 cores, nothing else running.
+# Needs: specexit models get qwen2.5-coder-0.5b --install; specexit models get smollm2-135m --install
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results/floor}
+mkdir -p "$out"
+run() { name=$1; shift; python benchmarks/floor.py "$@" --out "$out/$name.json" > /dev/null; echo "wrote $out/$name.json"; }
+run testbed --model testbed --trees "chain:4;16,5,4;60,6,10" --prompts 4 --new-tokens 192 --repeats 3
+run qwen0.5b-bf16 --model qwen2.5-coder-0.5b --dtype bfloat16 --prompts 3 --new-tokens 128
+run qwen0.5b-bf16-forced --model qwen2.5-coder-0.5b --dtype bfloat16 --accept forced --prompts 3 --new-tokens 128
+run smollm2-bf16 --model smollm2-135m --dtype bfloat16 --prompts 3 --new-tokens 128
+run smollm2-bf16-forced --model smollm2-135m --dtype bfloat16 --accept forced --prompts 3 --new-tokens 128
+run smollm2-bf16-forced-ctx2k --model smollm2-135m --dtype bfloat16 --accept forced --context 2048 --prompts 2 --new-tokens 96
+run qwen0.5b-bf16-forced-ctx2k --model qwen2.5-coder-0.5b --dtype bfloat16 --accept forced --context 2048 --prompts 2 --new-tokens 96
+python benchmarks/summarize_floor.py "$out"
