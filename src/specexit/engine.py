@@ -303,6 +303,9 @@ class SpecExitGenerator:
                 signal_history=control.history,
                 probe_calls=control.judge_calls,
             )
+            planner = report.pop("planner", None)
+            if planner is not None:  # what --tree auto decided over the whole generation
+                report.update(planner.stats.to_dict())
             out.result.speculation = report or None
 
     def _choose(self, logits: torch.Tensor, sampling: SamplingParams, gen) -> int:
@@ -330,8 +333,8 @@ class SpecExitGenerator:
         planner = self._planner(tree_cfg)
         if planner is not None:
             proposer = self.proposer_factory(draft, tree_cfg, sampling, planner=planner)
-            if report is not None:
-                report.update(tree="auto", bounds=[tree_cfg.budget, tree_cfg.depth, tree_cfg.k])
+            if report is not None:  # read when the generation ends (``_chunks``)
+                report.update(tree="auto", bounds=[tree_cfg.budget, tree_cfg.depth, tree_cfg.k], planner=planner)
         else:
             proposer = self.proposer_factory(draft, tree_cfg, sampling)
         # room for the whole generation plus one round's tree: the buffers never move
@@ -353,8 +356,6 @@ class SpecExitGenerator:
             if obs is not None and planner is not None:
                 # the round's time runs from loop top to loop top (the consumer's work included)
                 planner.observe(round_ms=(now - top) * 1e3 - obs.pop("flush_ms"), **obs)
-                if report is not None:
-                    report.update(planner.stats.to_dict())
             top, obs = now, None
             drafting = len(pending) == 1 and (planner is None or planner.on)
             t_draft = time.perf_counter()
