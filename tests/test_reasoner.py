@@ -60,7 +60,7 @@ def _records(answers_by_problem: dict[int, list[str]], gold: str = "7") -> list[
 def test_composed_traces_end_right_and_keep_wrong_first_passes():
     from specexit.reasoner.compose import RECHECK_OPENERS, ComposeConfig, compose
 
-    records = _records({i: ["7", "7", "3", "7"] for i in range(200)} | {999: ["3", "4"]})
+    records = _records({i: ["7", "7", "3", "7"] * 2 for i in range(200)} | {999: ["3", "4"]})
     records.append({**records[0], "sample": 9, "text": "```python\nprint(7)\n```", "final_answer": "7"})  # code
     cfg = ComposeConfig(traces_per_problem=2, seed=0)
     traces = compose(records, cfg)
@@ -99,6 +99,20 @@ def test_a_trace_never_repeats_a_derivation_word_for_word():
     # two distinct derivations: at most one re-check, and a right first pass has no other right one to use
     assert {t.n_rechecks for t in traces} == {0, 1}
     assert all(t.n_rechecks == (0 if t.first_pass_right else 1) for t in traces)
+
+
+def test_middle_passes_are_wrong_at_the_models_own_rate():
+    from specexit.reasoner.compose import ComposeConfig, compose
+
+    # 12 samples, 3 wrong (25%); the right ones: one derivation written 6 times and 3 others
+    records = _records({0: ["7"] * 9 + ["3", "4", "5"]})
+    for r in records[:6]:
+        r["text"] = r["text"].replace(f", way {r['sample']}", "")
+    cfg = ComposeConfig(traces_per_problem=2000, seed=2, p_no_recheck=0.0, p_more=0.9, more_decay=1.0)
+    middle = [a for t in compose(records, cfg) for a in t.pass_answers[1:-1]]
+    wrong = sum(a != "7" for a in middle) / len(middle)
+    # among the 7 distinct texts 3 are wrong (43%); the samples say 25%
+    assert len(middle) > 1000 and 0.2 < wrong < 0.35, wrong
 
 
 def test_cli_compose_writes_examples_and_stats(tmp_path, capsys):

@@ -92,12 +92,16 @@ def usable_solutions(records: Iterable[dict], max_pass_tokens: int) -> dict[int,
     return out
 
 
+def _text_key(s: Solution) -> str:
+    return " ".join(s.text.split())
+
+
 def distinct_solutions(sols: Sequence[Solution]) -> list[Solution]:
     """The samples whose derivations differ (whitespace aside), first occurrence kept."""
     seen: set[str] = set()
     out = []
     for s in sols:
-        key = " ".join(s.text.split())
+        key = _text_key(s)
         if key not in seen:
             seen.add(key)
             out.append(s)
@@ -122,23 +126,33 @@ def compose_problem(
     out = []
     for k in range(cfg.traces_per_problem):
         first = rng.choice(list(sols))  # wrong first passes at the model's own rate
-        # re-derivations come from the samples whose text differs from the first and from each other,
-        # each used once: a trace that repeats a derivation word for word teaches copying, and greedy
-        # decoding of the model tuned on such traces (round 2: 42% of them) re-copied its first solution
-        # until the length cap
-        pool = [s for s in distinct_solutions([first, *sols]) if s is not first]
-        right_pool = [s for s in pool if s.right]
+        # re-derivations: other samples, each text at most once in a trace (a trace that repeats a
+        # derivation word for word teaches copying: greedy decoding of the model tuned on round 2's
+        # traces, 42% of which did, re-copied its first solution until the length cap).  A middle pass
+        # is wrong at the model's own error rate: drawing among distinct texts made 34% of them wrong
+        # instead of 22% (the model writes one right derivation many times, each wrong one once), and
+        # round 3, tuned on those, lost accuracy
+        used = {_text_key(first)}
+        right_left = [s for s in sols if s.right and _text_key(s) not in used]
         n = n_rechecks(rng, cfg)
         if not first.right:
-            if not right_pool:
+            if not right_left:
                 continue  # nothing left to correct this first pass with
             n = max(n, 1)  # a wrong first pass needs a re-check that corrects it
-        n = min(n, len(pool)) if right_pool else 0
+        n = min(n, len(distinct_solutions([first, *sols])) - 1) if right_left else 0
         passes = [first]
         if n:
-            last = rng.choice(right_pool)  # the trace must end right
-            middle = [s for s in pool if s is not last]
-            passes += [*rng.sample(middle, n - 1), last]
+            last = rng.choice(right_left)  # the trace must end right
+            used.add(_text_key(last))
+            wrong_rate = sum(not s.right for s in sols) / len(sols)
+            for _ in range(n - 1):
+                left = [s for s in sols if _text_key(s) not in used]
+                kind = [s for s in left if s.right == (rng.random() >= wrong_rate)]
+                if not kind:  # no unused text of the drawn kind left: no more re-checks
+                    break
+                passes.append(rng.choice(kind))
+                used.add(_text_key(passes[-1]))
+            passes.append(last)
         paragraphs = [first.text]
         for prev, cur in itertools.pairwise(passes):
             paragraphs.append(rng.choice(RECHECK_OPENERS))
