@@ -32,6 +32,7 @@ from specexit.engine import SpecExitGenerator
 from specexit.machine import machine_info
 from specexit.profiling import RoundProfile
 from specexit.proposer import DraftProposer
+from specexit.round_cost import load_or_measure
 from specexit.target import TargetModel, load_tokenizer, resolve_dtype
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
@@ -156,7 +157,8 @@ def main() -> None:
     gen, draft = load(a.model, a.dtype)
     ids_list = prompts(gen, a.dataset or ("testbed:20" if a.model == "testbed" else "gsm8k100"), a.prompts, a.context)
     t0 = time.perf_counter()
-    cost = gen.round_cost(8)
+    # measured afresh in this run (a cached table may come from a busier moment); --tree auto then reads it
+    cost, _ = load_or_measure(gen.target, gen.draft, branching=parse_tree(a.auto).k, refresh=True)
     measured_s = time.perf_counter() - t0
     references = None
     if a.accept == "forced":

@@ -7,6 +7,8 @@ out=${1:-benchmarks/results/floor}
 mkdir -p "$out"
 run() { name=$1; shift; python benchmarks/floor.py "$@" --out "$out/$name.json" > /dev/null; echo "wrote $out/$name.json"; }
 run testbed --model testbed --trees "chain:4;16,5,4;60,6,10" --prompts 4 --new-tokens 192 --repeats 3
+# a 2M-parameter model runs faster on one thread (no sync per tiny matmul): the demo's setting
+run testbed-1thread --model testbed --threads 1 --trees "chain:4;16,5,4;60,6,10" --prompts 4 --new-tokens 192 --repeats 3
 run qwen0.5b-bf16 --model qwen2.5-coder-0.5b --dtype bfloat16 --prompts 3 --new-tokens 128
 run qwen0.5b-bf16-forced --model qwen2.5-coder-0.5b --dtype bfloat16 --accept forced --prompts 3 --new-tokens 128
 run smollm2-bf16 --model smollm2-135m --dtype bfloat16 --prompts 3 --new-tokens 128
