@@ -152,3 +152,19 @@ def test_measuring_does_not_count_as_target_forwards(gen, tmp_path, monkeypatch)
     before = gen.target.forward_calls
     load_or_measure(gen.target, gen.draft, branching=4, refresh=True)
     assert gen.target.forward_calls == before
+
+
+def test_prepare_measures_the_costs_before_any_timed_generation(gen, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECEXIT_CACHE", str(tmp_path))
+    import specexit.engine as engine_mod
+
+    calls = []
+    real = engine_mod.load_or_measure
+    monkeypatch.setattr(engine_mod, "load_or_measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fresh = SpecExitGenerator(gen.target, gen.tokenizer, gen.draft)
+    fresh.prepare("vanilla")
+    assert calls == []  # plain decoding plans nothing
+    fresh.prepare("spec")
+    assert calls == [1]
+    fresh.generate("What is 2 + 2?", mode="spec", max_new_tokens=8, tree=parse_tree("auto"))
+    assert calls == [1]  # the generation found the costs measured

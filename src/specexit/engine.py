@@ -147,7 +147,10 @@ class SpecExitGenerator:
     batched = False  # one request at a time
 
     def prepare(self, mode: str) -> None:
-        """Nothing to start: the models are loaded."""
+        """The models are loaded; with a draft, measure the round costs ``--tree auto`` plans with (once per
+        model and machine, then read from the cache), so that no timed generation pays for it."""
+        if mode != "vanilla" and self.draft is not None:
+            self.round_cost()
 
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [
