@@ -25,8 +25,7 @@ them keeps the rejection sampler lossless.
 from __future__ import annotations
 
 import itertools
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .round_cost import RoundCost
 
@@ -60,7 +59,6 @@ class PlannerStats:
     tree_nodes: int = 0
     draft_steps: int = 0
     switches_off: int = 0
-    sizes: dict[int, int] = field(default_factory=dict)  # chosen tree size -> rounds
 
     def to_dict(self) -> dict:
         mean = self.tree_nodes / self.rounds_on if self.rounds_on else 0.0
@@ -168,7 +166,6 @@ class AutoTreePlanner:
             st.rounds_on += 1
             st.tree_nodes += len(tree_probs)
             st.draft_steps += draft_steps
-            st.sizes[len(tree_probs)] = st.sizes.get(len(tree_probs), 0) + 1
         else:
             st.rounds_off += 1
         if round_ms > 0:
@@ -199,8 +196,3 @@ class AutoTreePlanner:
                 self.on, self._on_rounds = True, 0
                 self.on_tokens.reset()
                 self.on_ms.reset()
-
-
-def path_probs(scores: list[float]) -> list[float]:
-    """Tree scores are log path probabilities: the probabilities, in the same order."""
-    return [math.exp(s) for s in scores]
