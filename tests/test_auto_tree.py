@@ -87,6 +87,29 @@ def test_speculation_that_loses_is_turned_off_backs_off_longer_each_time_and_win
     assert all(_feed(winning, on_tokens=4, on_ms=20.0, off_ms=10.0, rounds=200))  # 0.2 vs 0.1 tokens/ms
 
 
+def test_the_next_generation_starts_from_what_the_last_one_learned():
+    losing = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    first = _feed(losing, on_tokens=2, on_ms=30.0, off_ms=10.0, rounds=MIN_JUDGED + 1)  # off, one round spent
+    assert first[-1] is False and losing.calib.value != AutoTreePlanner(cost_table(1.0), 64, 8).calib.value
+    nxt = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8, memory=losing.memory())
+    assert nxt.calib.value == losing.calib.value and nxt.rate_off == losing.rate_off
+    assert nxt.stats.warm_start and not nxt.stats.started_on
+    # the rest of the back-off (MIN_BACKOFF - 1 rounds), then one probe, then the doubled back-off: no
+    # request re-pays the probing that earlier ones already did
+    modes = [nxt.on, *_feed(nxt, on_tokens=2, on_ms=30.0, off_ms=10.0, rounds=60)]  # each round's mode
+    runs = [(k, len(list(g))) for k, g in itertools.groupby(modes)]
+    assert runs[:3] == [(False, MIN_BACKOFF - 1), (True, MIN_JUDGED), (False, 2 * MIN_BACKOFF)]
+    # memory is a copy: the next planner's learning does not change what the last one handed over
+    m = nxt.memory()
+    nxt.calib.add(0.0)
+    assert m.emas["calib"].value != nxt.calib.value
+    # a draft that was winning stays on, and its next request is judged on its own rounds
+    winning = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _feed(winning, on_tokens=4, on_ms=20.0, off_ms=10.0, rounds=20)
+    again = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8, memory=winning.memory())
+    assert again.on and again.stats.started_on and again._on_rounds == 0
+
+
 @pytest.fixture(scope="module", params=["llama", "qwen3"])
 def gen(request, tmp_path_factory):
     path = make_tiny(request.param, tmp_path_factory.mktemp(request.param))
@@ -135,6 +158,30 @@ def test_auto_greedy_equals_vanilla_whatever_the_costs(gen):
     # the dearer a verified token, the smaller the trees; at ~1000x a token's cost, never a node
     mean = {k: sum(v) / len(v) for k, v in nodes.items()}
     assert mean[0.05] > mean[1.0] > mean[1000.0] == 0.0, mean
+
+
+def test_the_engine_hands_each_generation_the_last_ones_planner_memory(gen):
+    gen.use_round_cost(cost_table(1.0))
+    try:
+        ids = gen.encode_prompt("What is 12 + 7?")
+        ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=30)
+        runs = [gen.generate(input_ids=ids, mode="spec", max_new_tokens=30, tree=parse_tree("auto")) for _ in range(2)]
+        greedy_other = gen.generate(input_ids=ids, mode="spec", max_new_tokens=30, tree=parse_tree("auto:16,4,4"))
+        assert [r.speculation["warm_start"] for r in runs] == [False, True]
+        assert greedy_other.speculation["warm_start"] is False  # other bounds: learned apart
+        assert all(r.token_ids == ref.token_ids for r in runs)  # still lossless
+        sampled = SamplingParams(temperature=0.8, seed=3)
+        s1 = gen.generate(input_ids=ids, mode="spec", max_new_tokens=30, tree=parse_tree("auto"), sampling=sampled)
+        assert s1.speculation["warm_start"] is False  # sampled rounds score nodes otherwise than greedy ones
+        gen.use_round_cost(cost_table(2.0))  # new costs: what was learned against the old ones is dropped
+        assert (
+            gen.generate(input_ids=ids, mode="spec", max_new_tokens=30, tree=parse_tree("auto")).speculation[
+                "warm_start"
+            ]
+            is False
+        )
+    finally:
+        gen.use_round_cost(None)
 
 
 def test_measured_costs_are_cached_per_model_and_machine(gen, tmp_path, monkeypatch):

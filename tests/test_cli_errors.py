@@ -201,6 +201,8 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], str | None]] = [
      ("hidden",), None),
     ("train-draft-max-steps-0", ["train", "draft", "--target", T, "--max-steps", "0", "--out", "{new}"],
      ("--max-steps",), "{new}"),
+    ("train-all-no-thinking", ["train", "all", "--target", T, "--prompts", "{prompts}", "--no-thinking",
+                               "--out", "{new}"], ("--no-thinking",), "{new}"),
     ("train-all-prompts-empty", ["train", "all", "--target", T, "--prompts", "{empty}", "--out", "{new}"],
      ("empty.jsonl", "empty"), "{new}"),
     ("train-all-out-is-file", ["train", "all", "--target", T, "--prompts", "{prompts}", "--out", "{file}"],

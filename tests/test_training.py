@@ -119,6 +119,21 @@ def test_traces_resume_after_a_torn_write(gen, tmp_path):
     assert all(by_key[(t["prompt_id"], t["sample"])] == t["output_ids"] for t in full)
 
 
+def test_no_thinking_traces_start_after_the_templates_empty_span(gen, tmp_path):
+    prompts = _write_prompts(tmp_path / "prompts.jsonl", 2)
+    think = stage_traces(gen, prompts, tmp_path / "think", TraceConfig(max_new_tokens=16, backend="engine"), False)
+    cfg = TraceConfig(max_new_tokens=16, backend="engine", enable_thinking=False)
+    path = stage_traces(gen, prompts, tmp_path / "nothink", cfg, progress=False)
+    on = {t["prompt_id"]: t for _, t in load_traces(think)}
+    for _, t in load_traces(path):
+        # the template wrote the closed span into the prompt, so the output is all answer: no span to learn
+        assert len(t["prompt_ids"]) > len(on[t["prompt_id"]]["prompt_ids"])
+        assert gen.think_end_id not in on[t["prompt_id"]]["prompt_ids"]
+        assert gen.think_end_id in t["prompt_ids"] and t["think_start"] is None and t["think_end"] is None
+    run = json.loads((tmp_path / "nothink" / "pipeline.json").read_text())
+    assert run["stages"]["traces"][-1]["sampling"]["enable_thinking"] is False
+
+
 # --- labels ---------------------------------------------------------------------------------------
 def test_position_labels_exact():
     prog, rem, conf, mask = position_labels(5, cuts=[2, 4], correct=[False, True], fill="hold")

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from specexit.reasoner.compose import RECHECK_OPENERS
+from specexit.reasoner.compose import RECHECK_LINE, RECHECK_OPENERS
 from specexit.scoring import answers_equal
 from specexit.train.traces import load_traces
-
-_RECHECK = re.compile(r"(?im)^(wait|hmm|actually|let me (verify|double-check|re-check|go through|make sure))")
 
 
 def folder_stats(folder: Path) -> dict:
@@ -32,7 +29,7 @@ def folder_stats(folder: Path) -> dict:
     right = [answers_equal(t.get("final_answer"), t.get("gold")) for t in rows]
     text = [t.get("text", "") for t in rows]
     openers = [sum(x.count(o) for o in RECHECK_OPENERS) for x in text]
-    loose = [len(_RECHECK.findall(x)) for x in text]
+    loose = [len(RECHECK_LINE.findall(x)) for x in text]
     thinking = [t["think_end"] - t["think_start"] for t in closed]
     return {
         "folder": str(folder),
@@ -40,7 +37,8 @@ def folder_stats(folder: Path) -> dict:
         "closed": len(closed) / n,
         "finish": dict(Counter(t.get("finish_reason") for t in rows)),
         "accuracy": sum(right) / n,
-        "accuracy_closed": sum(r for r, t in zip(right, rows, strict=True) if t["think_end"] is not None) / max(1, len(closed)),
+        "accuracy_closed": sum(r for r, t in zip(right, rows, strict=True) if t["think_end"] is not None)
+        / max(1, len(closed)),
         "rechecks_openers": dict(sorted(Counter(openers).items())),
         "rechecks_any": dict(sorted(Counter(loose).items())),
         "thinking_tokens_mean": statistics.mean(thinking) if thinking else None,

@@ -17,6 +17,10 @@ also learned online.  The planner
     would; it tries again after a back-off that doubles while speculation keeps losing (4 ... 64 rounds).
     While off, the draft's commits are deferred and done in one batch when speculation resumes.
 
+What a planner learned (its EMAs, whether speculation is on, the back-off) carries over to the next
+generation of the same engine (``PlannerMemory``), so a request does not pay again for probing a draft
+that the previous ones found too weak, nor re-learn the calibration from the prior.
+
 Scores in sampling mode are the rank scores of ``proposer.py`` (products of the r-th largest draft
 probabilities), which never depend on which token a child turned out to be, so choosing the tree from
 them keeps the rejection sampler lossless.
@@ -24,6 +28,7 @@ them keeps the rejection sampler lossless.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 
@@ -59,18 +64,34 @@ class PlannerStats:
     tree_nodes: int = 0
     draft_steps: int = 0
     switches_off: int = 0
+    warm_start: bool = False  # started from the previous generation's memory
+    started_on: bool = True
 
     def to_dict(self) -> dict:
         mean = self.tree_nodes / self.rounds_on if self.rounds_on else 0.0
         return {"rounds_with_tree": self.rounds_on, "rounds_without": self.rounds_off,
                 "mean_tree_nodes": round(mean, 2), "draft_steps": self.draft_steps,
-                "times_turned_off": self.switches_off}  # fmt: skip
+                "times_turned_off": self.switches_off, "warm_start": self.warm_start,
+                "started_on": self.started_on}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PlannerMemory:
+    """What one generation's planner hands the next (``AutoTreePlanner.memory``)."""
+
+    emas: dict  # name -> Ema (copies)
+    on: bool
+    off_left: int
+    backoff: int
+
+
+_CARRIED = ("calib", "target_scale", "draft_scale", "overhead", "top1", "off_tokens", "off_ms")
 
 
 class AutoTreePlanner:
     """One generation's speculation plan.  Times are in milliseconds."""
 
-    def __init__(self, cost: RoundCost, max_nodes: int, max_depth: int) -> None:
+    def __init__(self, cost: RoundCost, max_nodes: int, max_depth: int, memory: PlannerMemory | None = None) -> None:
         self.cost, self.max_nodes, self.max_depth = cost, max_nodes, max_depth
         self.calib = Ema(0.8)  # accepted tokens / sum of path probabilities of the verified tree
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
@@ -89,6 +110,22 @@ class AutoTreePlanner:
         self._backoff = MIN_BACKOFF
         self.stats = PlannerStats()
         self._table: list[float] = [0.0]  # the cost table's target forward of k tokens, by k
+        if memory is not None:
+            self._recall(memory)
+
+    # -- across generations ---------------------------------------------------------------------------
+    def memory(self) -> PlannerMemory:
+        """This planner's learned state, for the next generation's planner."""
+        return PlannerMemory({k: copy.copy(getattr(self, k)) for k in _CARRIED}, self.on, self._off_left, self._backoff)
+
+    def _recall(self, m: PlannerMemory) -> None:
+        for k, ema in m.emas.items():
+            setattr(self, k, copy.copy(ema))
+        self._backoff = m.backoff
+        # speculation that was off stays off for the rest of its back-off (at least one round); a draft
+        # that was on is judged afresh on the new request's rounds
+        self.on, self._off_left = m.on, (0 if m.on else max(m.off_left, 1))
+        self.stats.warm_start, self.stats.started_on = True, self.on
 
     # -- the cost model -----------------------------------------------------------------------------
     def verify_ms(self, k: int) -> float:

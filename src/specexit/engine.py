@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .answer_trigger import DEFAULT_ANSWER_MARKERS
-from .auto_tree import AutoTreePlanner
+from .auto_tree import AutoTreePlanner, PlannerMemory
 from .backend import GenerationRequest
 from .chat import encode_prompt, stop_token_ids
 from .detokenize import IncrementalDetokenizer
@@ -83,6 +83,8 @@ class SpecExitGenerator:
         self.exit_ids: list[int] = list(self.markers.exit_ids)
         self.stop_ids = self._stop_ids()
         self._round_costs: dict[int, RoundCost] = {}  # per branching factor: what a round costs here
+        # what --tree auto learned in the last generation, per tree bounds and sampling kind
+        self._planner_memory: dict[tuple, PlannerMemory] = {}
         self._round_cost_override: RoundCost | None = None
 
     @property
@@ -113,6 +115,7 @@ class SpecExitGenerator:
     def use_round_cost(self, cost: RoundCost) -> None:
         """Plan ``--tree auto`` with these costs instead of measuring (tests, a known machine)."""
         self._round_cost_override = cost
+        self._planner_memory.clear()  # learned against the old costs
 
     def round_cost(self, branching: int = 8) -> RoundCost:
         """The measured cost of a round's pieces on this machine (cached on disk per model/dtype/CPU)."""
@@ -122,13 +125,14 @@ class SpecExitGenerator:
             self._round_costs[branching], _ = load_or_measure(self.target, self.draft, branching=branching)
         return self._round_costs[branching]
 
-    def _planner(self, tree_cfg: TreeConfig) -> AutoTreePlanner | None:
+    def _planner(self, tree_cfg: TreeConfig, sampling: SamplingParams) -> AutoTreePlanner | None:
         """The adaptive planner for ``--tree auto``; a custom proposer that is not a DraftProposer (class)
         drafts its own trees."""
         factory = self.proposer_factory
         if not tree_cfg.auto or not (isinstance(factory, type) and issubclass(factory, DraftProposer)):
             return None
-        return AutoTreePlanner(self.round_cost(tree_cfg.k), max_nodes=tree_cfg.budget, max_depth=tree_cfg.depth)
+        memory = self._planner_memory.get(_memory_key(tree_cfg, sampling))
+        return AutoTreePlanner(self.round_cost(tree_cfg.k), tree_cfg.budget, tree_cfg.depth, memory)
 
     def _stop_ids(self) -> set[int]:
         gen_cfg = getattr(self.target.model, "generation_config", None)
@@ -309,6 +313,7 @@ class SpecExitGenerator:
             planner = report.pop("planner", None)
             if planner is not None:  # what --tree auto decided over the whole generation
                 report.update(planner.stats.to_dict())
+                self._planner_memory[_memory_key(tree_cfg, sampling)] = planner.memory()
             out.result.speculation = report or None
 
     def _choose(self, logits: torch.Tensor, sampling: SamplingParams, gen) -> int:
@@ -333,7 +338,7 @@ class SpecExitGenerator:
         target, draft = self.target, self.draft
         assert draft is not None
         exits = control.can_exit
-        planner = self._planner(tree_cfg)
+        planner = self._planner(tree_cfg, sampling)
         if planner is not None:
             proposer = self.proposer_factory(draft, tree_cfg, sampling, planner=planner)
             if report is not None:  # read when the generation ends (``_chunks``)
@@ -417,6 +422,11 @@ class SpecExitGenerator:
                     crop_cache(cache, past + n_known)
                 proposer.commit(fused[:n_known], seq[1 : n_known + 1])
                 pending = seq[n_known:]
+
+
+def _memory_key(tree_cfg: TreeConfig, sampling: SamplingParams) -> tuple:
+    # greedy rounds score nodes by path probability, sampled rounds by rank scores: calibrated apart
+    return tree_cfg.budget, tree_cfg.depth, tree_cfg.k, sampling.greedy
 
 
 def _untimed(_name: str) -> nullcontext:

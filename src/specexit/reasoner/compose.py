@@ -30,6 +30,8 @@ RECHECK_OPENERS: tuple[str, ...] = (
     "Actually, let me make sure I didn't make a mistake.",
     "Let me go through the problem once more.",
 )
+# any re-check a thinking model writes at a line start: compose's openers and its own variants
+RECHECK_LINE = re.compile(r"(?im)^(wait|hmm|actually|let me (verify|double-check|re-check|go through|make sure))")
 _CODE = re.compile(r"```")
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
 

@@ -39,6 +39,8 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
                    help="hf: batched generate; engine: ours; vllm: vLLM batching (docs/vllm.md)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="traces generated together (hf and vllm backends)")
     p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--no-thinking", action="store_true",
+                   help="enable_thinking=False in the chat template (a nothink baseline's outputs)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -117,6 +119,7 @@ def _configs(a):
             backend=a.backend,
             batch_size=a.batch_size,
             system=a.system,
+            enable_thinking=not a.no_thinking,
         )
     if hasattr(a, "probe_tokens"):
         label = LabelConfig(
@@ -171,6 +174,9 @@ def check_args(a, trace_cfg, label_cfg, train_cfg, signals: list[str]) -> None:
             raise OptionError(f"{flag_of(dest)} must be {what}, got {value}")
     if hasattr(a, "temperature"):
         sampling_from_args(a)
+    if getattr(a, "no_thinking", False) and a.train_cmd == "all":
+        raise OptionError("--no-thinking: `train all` learns exit signals from thinking spans; use it with "
+                          "`train traces` (a nothink baseline's outputs)")  # fmt: skip
     bad = [s for s in signals if s not in SIGNAL_NAMES]
     if bad:
         raise OptionError(f"--signals: unknown signal(s) {bad}; choose from {','.join(SIGNAL_NAMES)}")

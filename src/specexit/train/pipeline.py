@@ -166,7 +166,12 @@ def stage_traces(gen: SpecExitGenerator, prompts_file, out: Path, cfg: TraceConf
     path = Path(out) / "traces.jsonl"
     with _stage_run(out, "traces", lambda: _done_count(path), "traces") as record:
         # how the traces were sampled: later stages (calibrate) need the temperature they stand for
-        record["sampling"] = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens}
+        record["sampling"] = {
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+            "enable_thinking": cfg.enable_thinking,
+        }
         return generate_traces(gen, load_prompts(prompts_file), path, cfg, progress)
 
 

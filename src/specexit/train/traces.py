@@ -41,6 +41,7 @@ class TraceConfig:
     backend: str = "hf"
     batch_size: int = 8  # hf backend
     system: str | None = None
+    enable_thinking: bool = True  # False: the chat template's empty span (`nothink` baselines, no thinking to learn)
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -180,7 +181,7 @@ def generate_traces(
         ids = None
         for s in range(cfg.samples):
             if (p.id, s) not in done and shards.shard_of((p.id, s), world) == rank:
-                ids = ids or gen.encode_prompt(p.question, system=cfg.system)
+                ids = ids or gen.encode_prompt(p.question, system=cfg.system, enable_thinking=cfg.enable_thinking)
                 jobs.append((p, s, ids))
     if jobs:
         runner = _RUNNERS[cfg.backend](gen, jobs, cfg)
