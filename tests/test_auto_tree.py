@@ -54,19 +54,53 @@ def test_cheap_verification_grows_the_tree_and_costly_verification_keeps_none():
     assert gpu.best_size(probs, 1, 0.0)[0] == len(probs)
     assert cpu.best_size(probs, 1, 0.0)[0] == 0
     # deeper: a confident chain is worth another draft step where verifying is cheap, not where it is dear
-    assert gpu.expansion(probs, [0.9], 1, 1.0, depth=2) >= 1
-    assert cpu.expansion(probs, [0.9], 1, 1.0, depth=2) == 0
-    assert gpu.expansion(probs, [0.9], 1, 1.0, depth=8) == 0  # the depth bound holds
+    nodes = [(p, p) for p in probs]
+    assert gpu.expansion(nodes, [(0.9, 0.9)], 1, 1.0, depth=2) >= 1
+    assert cpu.expansion(nodes, [(0.9, 0.9)], 1, 1.0, depth=2) == 0
+    assert gpu.expansion(nodes, [(0.9, 0.9)], 1, 1.0, depth=8) == 0  # the depth bound holds
     # a draft step that costs more than the whole forward does not pay for a 0.1 child
     slow_draft = AutoTreePlanner(cost_table(0.05, draft_ms=50.0), max_nodes=64, max_depth=8)
-    assert slow_draft.expansion([0.1], [0.1], 1, 0.0, depth=1) == 0
+    assert slow_draft.expansion([(0.1, 0.1)], [(0.1, 0.1)], 1, 0.0, depth=1) == 0
+
+
+def _chain_rounds(planner: AutoTreePlanner, probs: list[float], accepted: int, rounds: int = 60) -> None:
+    """Rounds that verify a chain with these path probabilities (depth 1, 2, ...) and accept a prefix."""
+    for _ in range(rounds):
+        planner.observe(drafted=True, tree_probs=probs, tree_depths=list(range(1, len(probs) + 1)), accepted=accepted,
+                        n_verified=1 + len(probs), round_ms=20.0, target_ms=10.0, draft_ms=2.0, draft_steps=len(probs),
+                        tokens=accepted + 1)  # fmt: skip
+
+
+def test_calibration_is_learned_per_depth():
+    chain = [0.5, 0.25, 0.125, 0.0625]  # an under-confident draft: top-1 probability 0.5 at every step
+    forced = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _chain_rounds(forced, chain, accepted=4)  # ... that the target always accepts
+    assert [round(forced.depth_factor(d), 1) for d in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert [round(forced.weight(p, d), 2) for d, p in enumerate(chain, 1)] == [1.0] * 4
+    nodes = [(p, forced.weight(p, d)) for d, p in enumerate(chain[:2], 1)]
+    assert forced.expansion(nodes, nodes[-1:], 1, 2.0, depth=2) >= 1  # sure tokens are worth drafting deeper
+    # where a verified token costs half a forward: 0.4 + 0.2 expected tokens do not pay, 2 sure ones do
+    fresh, dear = AutoTreePlanner(cost_table(5.0), 64, 8), AutoTreePlanner(cost_table(5.0), 64, 8)
+    _chain_rounds(dear, chain, accepted=4)
+    assert fresh.best_size([fresh.weight(p, d) for d, p in enumerate(chain[:2], 1)], 1, 2.0)[0] < 2
+    assert dear.best_size([dear.weight(p, d) for d, p in enumerate(chain[:2], 1)], 1, 2.0)[0] == 2
+    # an over-confident draft whose second token the target never takes: depth 1 only
+    sure = [0.9, 0.81, 0.73]
+    blind = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _chain_rounds(blind, sure, accepted=1)
+    assert blind.depth_factor(1) == pytest.approx(1 / 0.9, rel=0.05) and blind.depth_factor(2) < 0.05
+    ws = [blind.weight(0.9, 1), blind.weight(0.81, 2, blind.weight(0.9, 1))]
+    assert blind.best_size(ws, 1, 2.0)[0] == 1
+    # a child never counts for more than its parent
+    assert forced.weight(0.25, 2, parent_weight=0.3) == 0.3
 
 
 def _feed(planner: AutoTreePlanner, *, on_tokens: float, on_ms: float, off_ms: float, rounds: int) -> list[bool]:
     states = []
     for _ in range(rounds):
         drafted = planner.on
-        planner.observe(drafted=drafted, tree_probs=[0.5] * 4 if drafted else [], accepted=int(on_tokens) - 1,
+        planner.observe(drafted=drafted, tree_probs=[0.5] * 4 if drafted else [],
+                        tree_depths=[1, 2, 3, 4] if drafted else [], accepted=int(on_tokens) - 1,
                         n_verified=5 if drafted else 1, round_ms=on_ms if drafted else off_ms, target_ms=0.0,
                         draft_ms=0.0, draft_steps=2 if drafted else 0, tokens=on_tokens if drafted else 1)  # fmt: skip
         states.append(planner.on)
@@ -90,9 +124,10 @@ def test_speculation_that_loses_is_turned_off_backs_off_longer_each_time_and_win
 def test_the_next_generation_starts_from_what_the_last_one_learned():
     losing = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
     first = _feed(losing, on_tokens=2, on_ms=30.0, off_ms=10.0, rounds=MIN_JUDGED + 1)  # off, one round spent
-    assert first[-1] is False and losing.calib.value != AutoTreePlanner(cost_table(1.0), 64, 8).calib.value
+    assert first[-1] is False and losing.depth_factor(2) != AutoTreePlanner(cost_table(1.0), 64, 8).depth_factor(2)
     nxt = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8, memory=losing.memory())
-    assert nxt.calib.value == losing.calib.value and nxt.rate_off == losing.rate_off
+    assert [nxt.depth_factor(d) for d in range(1, 9)] == [losing.depth_factor(d) for d in range(1, 9)]
+    assert nxt.rate_off == losing.rate_off
     assert nxt.stats.warm_start and not nxt.stats.started_on
     # the rest of the back-off (MIN_BACKOFF - 1 rounds), then one probe, then the doubled back-off: no
     # request re-pays the probing that earlier ones already did
@@ -101,8 +136,8 @@ def test_the_next_generation_starts_from_what_the_last_one_learned():
     assert runs[:3] == [(False, MIN_BACKOFF - 1), (True, MIN_JUDGED), (False, 2 * MIN_BACKOFF)]
     # memory is a copy: the next planner's learning does not change what the last one handed over
     m = nxt.memory()
-    nxt.calib.add(0.0)
-    assert m.emas["calib"].value != nxt.calib.value
+    nxt.depth_acc[1].add(0.0)
+    assert m.emas["depth_acc"][1].value != nxt.depth_acc[1].value
     # a draft that was winning stays on, and its next request is judged on its own rounds
     winning = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
     _feed(winning, on_tokens=4, on_ms=20.0, off_ms=10.0, rounds=20)

@@ -4,12 +4,14 @@ EAGLE-2's observation is that the draft's own probability of a path tracks how o
 it.  With the measured cost of a round (``round_cost.py``) that gives, for a candidate tree T over P
 pending tokens,
 
-    expected tokens / second  =  (1 + c * sum_{i in T} p_i) / (D + V(P + |T|) + O)
+    expected tokens / second  =  (1 + sum_{i in T} w_i) / (D + V(P + |T|) + O),   w_i = min(c_d(i) p_i, w_parent(i))
 
-with p_i the draft's path probability of node i (its score), c a calibration factor (accepted / predicted,
-learned online), D the draft steps spent, V(k) the cost of a target forward of k tokens (measured, and
-scaled online by what forwards really took) and O the rest of a round (verification, signals, Python),
-also learned online.  The planner
+with p_i the draft's path probability of node i (its score), w_i the chance the target accepts it: p_i
+times a calibration factor c_d of its depth d (accepted / predicted at that depth, learned online: a draft
+is often well calibrated at depth 1 and under- or over-confident deeper), capped by its parent's chance
+(a child is accepted only with its parent), D the draft steps spent, V(k) the cost of a target forward of
+k tokens (measured, and scaled online by what forwards really took) and O the rest of a round
+(verification, signals, Python), also learned online.  The planner
 
   * stops growing the tree when one more draft step is not expected to pay for itself,
   * keeps the best-scoring nodes up to the size that maximises the rate (possibly none),
@@ -85,7 +87,7 @@ class PlannerMemory:
     backoff: int
 
 
-_CARRIED = ("calib", "target_scale", "draft_scale", "overhead", "top1", "off_tokens", "off_ms")
+_CARRIED = ("depth_acc", "depth_mass", "target_scale", "draft_scale", "overhead", "top1", "off_tokens", "off_ms")
 
 
 class AutoTreePlanner:
@@ -93,7 +95,10 @@ class AutoTreePlanner:
 
     def __init__(self, cost: RoundCost, max_nodes: int, max_depth: int, memory: PlannerMemory | None = None) -> None:
         self.cost, self.max_nodes, self.max_depth = cost, max_nodes, max_depth
-        self.calib = Ema(0.8)  # accepted tokens / sum of path probabilities of the verified tree
+        # per depth d (index d; 0 unused): accepted tokens at depth d per round, and the verified tree's
+        # path-probability mass at depth d; c_d = their ratio (prior 0.8)
+        self.depth_acc = [Ema(0.8) for _ in range(max_depth + 2)]
+        self.depth_mass = [Ema(1.0) for _ in range(max_depth + 2)]
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
         self.draft_scale = Ema(1.0)
         self.overhead = Ema(0.05 * cost.target(1))  # the rest of a round
@@ -116,11 +121,13 @@ class AutoTreePlanner:
     # -- across generations ---------------------------------------------------------------------------
     def memory(self) -> PlannerMemory:
         """This planner's learned state, for the next generation's planner."""
-        return PlannerMemory({k: copy.copy(getattr(self, k)) for k in _CARRIED}, self.on, self._off_left, self._backoff)
+        return PlannerMemory(
+            {k: copy.deepcopy(getattr(self, k)) for k in _CARRIED}, self.on, self._off_left, self._backoff
+        )
 
     def _recall(self, m: PlannerMemory) -> None:
         for k, ema in m.emas.items():
-            setattr(self, k, copy.copy(ema))
+            setattr(self, k, copy.deepcopy(ema))
         self._backoff = m.backoff
         # speculation that was off stays off for the rest of its back-off (at least one round); a draft
         # that was on is judged afresh on the new request's rounds
@@ -139,64 +146,83 @@ class AutoTreePlanner:
     def step_ms(self, m: int) -> float:
         return self.draft_scale.value * self.cost.draft_step(m)
 
-    def rate(self, prob_sum: float, draft_ms: float, n_verified: int) -> float:
+    def depth_factor(self, depth: int) -> float:
+        """c_d: accepted / predicted at this depth."""
+        d = min(depth, len(self.depth_acc) - 1)
+        return self.depth_acc[d].value / max(self.depth_mass[d].value, 1e-6)
+
+    def weight(self, prob: float, depth: int, parent_weight: float = 1.0) -> float:
+        """The chance the target accepts a node of path probability ``prob`` at ``depth``."""
+        return min(self.depth_factor(depth) * prob, parent_weight)
+
+    def rate(self, weight_sum: float, draft_ms: float, n_verified: int) -> float:
         """Expected tokens per ms of a round that verifies ``n_verified`` tokens."""
-        return (1.0 + self.calib.value * prob_sum) / (draft_ms + self.verify_ms(n_verified) + self.overhead.value)
+        return (1.0 + weight_sum) / (draft_ms + self.verify_ms(n_verified) + self.overhead.value)
 
     # -- decisions inside a round --------------------------------------------------------------------
-    def best_size(self, sorted_probs: list[float], n_pending: int, draft_ms: float) -> tuple[int, float]:
-        """(n, rate): how many of the best nodes to verify (probabilities in descending order)."""
-        c, s, fixed = self.calib.value, self.target_scale.value, draft_ms + self.overhead.value
+    def best_size(self, weights: list[float], n_pending: int, draft_ms: float) -> tuple[int, float]:
+        """(n, rate): how many nodes to verify, taken in the given order (descending path probability,
+        so that every prefix is a subtree); ``weights`` are their acceptance chances (``weight``)."""
+        s, fixed = self.target_scale.value, draft_ms + self.overhead.value
         self._target_table(n_pending + self.max_nodes)
         table = self._table
         best_n, best = 0, 1.0 / (fixed + s * table[n_pending])
-        for n, total in enumerate(itertools.accumulate(sorted_probs[: self.max_nodes]), start=1):
-            r = (1.0 + c * total) / (fixed + s * table[n_pending + n])
+        for n, total in enumerate(itertools.accumulate(weights[: self.max_nodes]), start=1):
+            r = (1.0 + total) / (fixed + s * table[n_pending + n])
             if r > best:
                 best_n, best = n, r
         return best_n, best
 
-    def expansion(self, sorted_probs: list[float], frontier_probs: list[float], n_pending: int,
+    def expansion(self, nodes: list[tuple[float, float]], frontier: list[tuple[float, float]], n_pending: int,
                   draft_ms: float, depth: int) -> int:  # fmt: skip
-        """How many of the best frontier nodes (``frontier_probs``, descending) the next draft step should
-        expand, 0 to stop drafting: the count (1, 2, 4, ... up to the branching) whose next LOOKAHEAD
-        steps are expected to raise the rate most.  A step gives each expanded node a best child worth
-        about the node's probability times the draft's usual top-1 probability; looking several steps
-        ahead keeps a first step that costs more than it gives from stopping a chain that pays later."""
-        if depth >= self.max_depth or not frontier_probs:
+        """How many of the best frontier nodes the next draft step should expand, 0 to stop drafting.
+        ``nodes``: (path probability, weight) of the tree so far, descending probability; ``frontier``:
+        those of the nodes at ``depth`` that may be expanded, descending.  The count (1, 2, 4, ... up to
+        the branching) whose next LOOKAHEAD steps are expected to raise the rate most.  A step gives each
+        expanded node a best child of about the node's probability times the draft's usual top-1
+        probability; looking several steps ahead keeps a first step that costs more than it gives from
+        stopping a chain that pays later."""
+        if depth >= self.max_depth or not frontier:
             return 0
-        _, best = self.best_size(sorted_probs, n_pending, draft_ms)
+        _, best = self.best_size([w for _, w in nodes], n_pending, draft_ms)
         choice, m = 0, 1
         while True:
-            hyp, extra_ms, chain = list(sorted_probs), draft_ms, list(frontier_probs[:m])
-            for _ in range(min(LOOKAHEAD, self.max_depth - depth)):
-                chain = [p * self.top1.value for p in chain]
-                hyp = sorted(hyp + chain, reverse=True)
+            hyp, extra_ms, chain = list(nodes), draft_ms, list(frontier[:m])
+            for step in range(1, min(LOOKAHEAD, self.max_depth - depth) + 1):
+                chain = [(p * self.top1.value, self.weight(p * self.top1.value, depth + step, w)) for p, w in chain]
+                hyp = sorted(hyp + chain, key=lambda x: -x[0])
                 extra_ms += self.step_ms(len(chain))
-                r = self.best_size(hyp, n_pending, extra_ms)[1]
+                r = self.best_size([w for _, w in hyp], n_pending, extra_ms)[1]
                 if r > best:
                     choice, best = len(chain), r
-            if m >= len(frontier_probs):
+            if m >= len(frontier):
                 return choice
-            m = min(2 * m, len(frontier_probs))
+            m = min(2 * m, len(frontier))
 
     def observe_top1(self, p: float) -> None:
         self.top1.add(p)
 
     # -- after a round ---------------------------------------------------------------------------------
-    def observe(self, *, drafted: bool, tree_probs: list[float], accepted: int, n_verified: int, round_ms: float,
-                target_ms: float, draft_ms: float, draft_steps: int, tokens: int) -> None:  # fmt: skip
-        """What the round did: whether it drafted, the verified tree's path probabilities, tokens accepted
-        from it, the target forward's and the draft's time, the round's time and the tokens it yielded."""
+    def observe(self, *, drafted: bool, tree_probs: list[float], tree_depths: list[int], accepted: int,
+                n_verified: int, round_ms: float, target_ms: float, draft_ms: float, draft_steps: int,
+                tokens: int) -> None:  # fmt: skip
+        """What the round did: whether it drafted, the verified tree's path probabilities and depths, tokens
+        accepted from it, the target forward's and the draft's time, the round's time and the tokens it
+        yielded."""
         pred = self.cost.target(n_verified)
         if pred > 0 and target_ms > 0:
             self.target_scale.add(min(max(target_ms / pred, 0.2), 5.0))
         if draft_steps and self.cost.draft_step(1) > 0:
             self.draft_scale.add(min(max(draft_ms / (draft_steps * self.cost.draft_step(1)), 0.2), 5.0))
         self.overhead.add(max(round_ms - target_ms - draft_ms, 0.0))
-        s = sum(tree_probs)
-        if s > 0:
-            self.calib.add(min(accepted / s, 1.5))
+        if tree_probs:
+            mass = [0.0] * (max(tree_depths) + 1)
+            for p, d in zip(tree_probs, tree_depths, strict=True):
+                mass[d] += p
+            for d in range(1, min(len(mass), len(self.depth_acc))):
+                if mass[d] > 0:  # the accepted path holds one node of each depth up to its length
+                    self.depth_mass[d].add(mass[d])
+                    self.depth_acc[d].add(1.0 if accepted >= d else 0.0)
         st = self.stats
         if drafted:
             self._on_rounds += 1

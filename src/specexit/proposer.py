@@ -132,6 +132,7 @@ class DraftProposer:
         parents: list[int] = []
         depths: list[int] = []
         scores: list[float] = []
+        weights: list[float] = []  # --tree auto: acceptance chances (AutoTreePlanner.weight)
         q_store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         hidden_of: dict[int, torch.Tensor] = {-1: self.last_hidden}
         slot_of: dict[int, int] = {}  # node -> index in the draft scratch cache
@@ -153,6 +154,9 @@ class DraftProposer:
                     parents.append(parent)
                     depths.append(depth)
                     scores.append(base + rank)
+                    if planner is not None:  # the chance the target accepts this node
+                        up = weights[parent] if parent >= 0 else 1.0
+                        weights.append(planner.weight(math.exp(base + rank), depth, up))
                     new.append(len(tokens) - 1)
             return new
 
@@ -164,8 +168,9 @@ class DraftProposer:
             if not expand:
                 break
             if planner is not None:
-                probs = sorted((math.exp(x) for x in scores), reverse=True)
-                m = planner.expansion(probs, [math.exp(scores[i]) for i in expand], 1, draft_ms, depth)
+                ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+                nodes = [(math.exp(scores[i]), weights[i]) for i in ranked]
+                m = planner.expansion(nodes, [(math.exp(scores[i]), weights[i]) for i in expand], 1, draft_ms, depth)
                 if m == 0:
                     break
                 expand = expand[:m]
@@ -198,7 +203,7 @@ class DraftProposer:
 
         order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))
         if planner is not None:
-            budget, _ = planner.best_size([math.exp(scores[i]) for i in order], 1, draft_ms)
+            budget, _ = planner.best_size([weights[i] for i in order], 1, draft_ms)
         else:
             budget = cfg.budget
         kept = sorted(order[:budget])  # creation order is topological and keeps siblings in draw order
