@@ -101,14 +101,16 @@ class AutoTreePlanner:
         self.depth_mass = [Ema(1.0) for _ in range(max_depth + 2)]
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
         self.draft_scale = Ema(1.0)
-        self.overhead = Ema(0.05 * cost.target(1))  # the rest of a round
+        # the rest of a round: verification and Python (~5% of a forward) plus the draft's commit of the
+        # accepted and bonus tokens (about 2)
+        self.overhead = Ema(0.05 * cost.target(1) + cost.commit(2))
         self.top1 = Ema(0.7)  # the draft's top-1 probability at an expanded node
         # realised tokens and ms per round, over rounds that drafted (since the last restart) and rounds
         # that did not (plain decoding; its prior: the cost table's 1-token forward): rate = tokens / ms
         self.on_tokens, self.on_ms = Ema(0.0), Ema(0.0)
         self.on_tokens.reset()
         self.on_ms.reset()
-        self.off_tokens, self.off_ms = Ema(1.0), Ema(cost.target(1) + self.overhead.value)
+        self.off_tokens, self.off_ms = Ema(1.0), Ema(1.05 * cost.target(1))  # no commit: deferred
         self._on_rounds = 0  # rounds with a tree since speculation was (re)started
         self.on = True
         self._off_left = 0
