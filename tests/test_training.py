@@ -242,10 +242,44 @@ def test_batched_probes_equal_one_greedy_decode_per_probe(gen):
     tok_ids = gen.encode_prompt("What is 12 + 7?")
     prefix = tok_ids + gen.generate(input_ids=tok_ids, mode="vanilla", max_new_tokens=40).token_ids
     cuts = [len(tok_ids) + c for c in (3, 11, 12, 30)]
-    batched = probe_answers(gen.target, prefix, cuts, [gen.think_end_id], gen.stop_ids, max_tokens=10)
-    for cut, got in zip(cuts, batched, strict=True):
+    probs: list[list[float]] = []
+    batched = probe_answers(gen.target, prefix, cuts, [gen.think_end_id], gen.stop_ids, max_tokens=10, probs_out=probs)
+    for cut, got, got_p in zip(cuts, batched, probs, strict=True):
         ref = gen.generate(input_ids=[*prefix[:cut], gen.think_end_id], mode="vanilla", max_new_tokens=10).token_ids
         assert got == ref
+        # each answer token's probability, as one full forward over the probe's own sequence gives it
+        seq = torch.tensor([[*prefix[:cut], gen.think_end_id, *ref]])
+        with torch.no_grad():
+            p = torch.softmax(gen.target.model(input_ids=seq).logits[0].float(), -1)
+        start = cut  # logits at position cut (the forced think-end) predict the first answer token
+        want = [float(p[start + i, t]) for i, t in enumerate(ref)]
+        assert got_p == pytest.approx(want, abs=1e-4)
+
+
+def _scripted(encoded: list[list[int]], probs: list[list[float]] | None = None):
+    """A stand-in for probe_answers that returns fixed answers (and fills the probabilities)."""
+
+    def run(*args, **kw):
+        out = kw.get("probs_out", args[6] if len(args) > 6 else None)
+        answers = encoded if len(encoded) == len(args[2]) else [encoded[0]] * len(args[2])
+        if out is not None:
+            out[:] = probs if probs is not None else [[1.0] * len(a) for a in answers]
+        return answers
+
+    return run
+
+
+def test_probe_confidence_is_the_mean_probability_of_the_boxed_value(gen):
+    from specexit.probe import answer_confidence
+
+    tok = gen.tokenizer
+    ids = tok.encode("The answer is \\boxed{12}.", add_special_tokens=False)
+    pieces = [tok.decode([t]) for t in ids]
+    # value tokens (digits, the closing brace) at 0.5, the rest at 0.99: the score reads only the value
+    probs = [0.5 if any(c.isdigit() or c == "}" for c in x) else 0.99 for x in pieces]
+    assert answer_confidence(tok, ids, probs) == pytest.approx(0.5)
+    plain = tok.encode("12", add_special_tokens=False)  # no box (a judge's trial starts inside it): all tokens
+    assert answer_confidence(tok, plain, [0.2] * len(plain)) == pytest.approx(0.2)
 
 
 def test_confidence_from_scripted_probes(gen, monkeypatch):
@@ -258,8 +292,9 @@ def test_confidence_from_scripted_probes(gen, monkeypatch):
              "think_start": 0, "think_end": 7, "gold": "42", "final_answer": "7"}  # fmt: skip
     scripted = ["The answer is \\boxed{41}.", "So \\boxed{42}", "I think 7"]
     encoded = [gen.tokenizer.encode(s, add_special_tokens=False) for s in scripted]
-    monkeypatch.setattr(labels_mod, "probe_answers", lambda *a, **k: encoded)
+    monkeypatch.setattr(labels_mod, "probe_answers", _scripted(encoded, [[0.9] * len(e) for e in encoded]))
     lab = label_trace(gen, trace, LabelConfig())
+    assert lab["probe_confidence"] == [0.9, 0.9, 0.9]
     assert lab["cuts"] == [2, 5, 7] and lab["span"] == [0, 7]
     assert lab["probe_answers"] == ["41", "42", "7"] and lab["probe_correct"] == [False, True, False]
     assert lab["probe_mentions"] == [0, 0, 0]  # the thinking text never states an answer
@@ -276,7 +311,7 @@ def test_confidence_from_scripted_probes(gen, monkeypatch):
     t42 = gen.tokenizer.encode(" 42", add_special_tokens=False)
     output = [*t42, para, a, para, *t42, para, gen.think_end_id, a]
     end = len(output) - 2
-    monkeypatch.setattr(labels_mod, "probe_answers", lambda *a, **k: [encoded[1]] * len(a[2]))
+    monkeypatch.setattr(labels_mod, "probe_answers", _scripted([encoded[1]]))
     lab = label_trace(gen, {**trace, "output_ids": output, "think_end": end}, LabelConfig())
     assert lab["probe_correct"] == [True, True, True] and lab["probe_mentions"] == [1, 1, 2]
 

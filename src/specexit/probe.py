@@ -61,6 +61,28 @@ def trial_answer(
     return tokens, probs
 
 
+def answer_confidence(tokenizer, ids: Sequence[int], probs: Sequence[float]) -> float:
+    """A trial answer's score: the mean probability of the tokens that write its boxed value (those that
+    overlap the text from just after ``\\boxed{`` through the closing brace), or of all its tokens when
+    it has no box.  The judge's trial answers start inside the box (its prefix opens it), so both the
+    judge and the forced answers of ``train labels`` are scored by this one rule."""
+    if not ids:
+        return 0.0
+    spans, text = [], ""
+    for t in ids:
+        piece = tokenizer.decode([t])
+        spans.append((len(text), len(text) + len(piece)))
+        text += piece
+    opened = text.find("\\boxed{")
+    if opened < 0:
+        return sum(probs) / len(probs)
+    lo = opened + len("\\boxed{")
+    close = text.find("}", lo)
+    hi = (close if close >= 0 else len(text) - 1) + 1
+    picked = [p for (a, b), p in zip(spans, probs, strict=True) if a < hi and b > lo]
+    return sum(picked) / len(picked) if picked else 0.0
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     """DEER-style exit: at a boundary, exit if the trial answer's mean token probability > threshold."""
@@ -107,6 +129,6 @@ class ProbeJudge:
         assert w is not None, "begin_round() gives the judge the round's place in the cache first"
         visible = w.base + min(keep, w.accepted)
         feed = ([w.bonus] if keep > w.accepted else []) + self.prefix_ids
-        _, probs = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
-        score = sum(probs) / len(probs)
+        ids, probs = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
+        score = answer_confidence(self.tok, ids, probs)
         return score > self.cfg.threshold, score

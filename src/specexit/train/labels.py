@@ -33,6 +33,7 @@ from ..boundaries import BoundaryDetector
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
 from ..jsonl import DataError, iter_jsonl
+from ..probe import answer_confidence
 from ..scoring import answers_equal, extract_answer
 from ..target import TargetModel
 from . import shards
@@ -133,12 +134,16 @@ def probe_answers(
     exit_ids: Sequence[int],
     stop_ids: set[int],
     max_tokens: int,
+    probs_out: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """Greedy answers after forcing the exit tokens at each cut: probe k continues
     ``prefix_ids[:cut_lengths[k]] + exit_ids`` (the think-end token, or an answer trigger of several
     tokens, fed one per step).  All probes decode in one batch over the shared KV cache of
-    ``prefix_ids`` (which must cover the longest cut)."""
+    ``prefix_ids`` (which must cover the longest cut).  ``probs_out``: filled with each answer token's
+    probability (the probe's confidence is read from them)."""
     n = len(cut_lengths)
+    if probs_out is not None:
+        probs_out[:] = [[] for _ in range(n)]
     if n == 0:
         return []
     if not exit_ids:
@@ -168,10 +173,13 @@ def probe_answers(
         if step < forced:
             tokens = [exit_ids[step + 1]] * n
             continue
+        top = torch.softmax(logits.float(), dim=-1).max(dim=-1) if probs_out is not None else None
         tokens = logits.argmax(-1).tolist()
         for i, t in enumerate(tokens):
             if not finished[i]:
                 answers[i].append(t)
+                if top is not None:
+                    probs_out[i].append(float(top.values[i]))
                 finished[i] = t in stop_ids
         if all(finished):
             break
@@ -187,7 +195,8 @@ def label_trace(gen: SpecExitGenerator, trace: dict, cfg: LabelConfig) -> dict:
     cuts = boundary_cuts(detector, output_ids[s:e], context)
     prefix = list(prompt_ids) + list(output_ids[:e])
     cut_lengths = [len(prompt_ids) + s + c for c in cuts]
-    answers = probe_answers(gen.target, prefix, cut_lengths, gen.exit_ids, gen.stop_ids, cfg.probe_tokens)
+    probs: list[list[float]] = []
+    answers = probe_answers(gen.target, prefix, cut_lengths, gen.exit_ids, gen.stop_ids, cfg.probe_tokens, probs)
     gold = trace.get("gold") if cfg.reference == "gold" else None
     reference, kind = (gold, "gold") if gold is not None else (trace.get("final_answer"), "trace")
     # a trigger that opens the answer (e.g. "... \\boxed{") belongs to the text the answer is read from
@@ -206,6 +215,8 @@ def label_trace(gen: SpecExitGenerator, trace: dict, cfg: LabelConfig) -> dict:
         "probe_answers": preds,
         "probe_correct": correct,
         "probe_mentions": mentions,
+        # the DEER-style probe's score of each forced answer (probe.answer_confidence)
+        "probe_confidence": [round(answer_confidence(tok, a, q), 4) for a, q in zip(answers, probs, strict=True)],
         "reference": reference,
         "reference_kind": kind,
     }
