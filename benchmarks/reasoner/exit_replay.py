@@ -1,0 +1,150 @@
+"""Exit rules replayed over labelled traces: what each would cut and what accuracy it would keep.
+
+    specexit train labels --target $M --out DIR --label-reference gold   # forced answers + probe scores
+    python benchmarks/reasoner/exit_replay.py DIR --json OUT.json [--signals DIR/cal/signals.jsonl]
+
+Every rule here exits at one of the thinking's boundaries (where ``train labels`` forced an answer), so
+its answer there is the labelled forced answer: exact for greedy answering after the exit, the mode of
+the answer for sampled decoding (``specexit.calibration.replay`` says what that means).  A trace whose
+span never closed counts as wrong with nothing to cut.  Rules:
+
+- ``boundary-budget:N``: exit at the last boundary at or before N thinking tokens (the boundary budget
+  of ``--thinking-budget``; the hard cap ``budget:N`` cuts mid-sentence and has no forced answer here);
+- ``probe:T``: DEER-style, exit at the first boundary whose forced answer scores above T
+  (``probe.answer_confidence``), after ``--min-thinking`` tokens;
+- with ``--signals`` (``specexit calibrate`` records the draft's signals at the same boundaries): the
+  draft's confidence above C at a boundary, boundary read-out, no smoothing;
+- the matched-accuracy oracle at 0, 1, 2 points.
+
+The comparison at equal cut: for each probe / confidence rule, the boundary budget whose cut is closest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from specexit.bench.oracle import TraceExits, oracle_cut
+from specexit.scoring import answers_equal
+from specexit.train.labels import load_labels
+from specexit.train.traces import load_traces, trace_key
+
+BUDGETS = (32, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024)
+THRESHOLDS = (0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def load(folder: Path, signals_path: Path | None) -> list[dict]:
+    labels = load_labels(folder / "labels.jsonl")
+    sig = {}
+    if signals_path is not None:
+        for line in signals_path.read_text().splitlines():
+            row = json.loads(line)
+            sig[(row["prompt_id"], row["sample"])] = row["signals"]
+    rows = []
+    for _, t in load_traces(folder / "traces.jsonl"):
+        lab = labels.get(trace_key(t))
+        closed = t["think_end"] is not None and lab is not None
+        full = closed and t.get("finish_reason") == "stop" and answers_equal(t.get("final_answer"), t.get("gold"))
+        rows.append({
+            "key": trace_key(t),
+            "thinking": (lab["span"][1] - lab["span"][0]) if closed else len(t["output_ids"]),
+            "full_right": bool(full),
+            "cuts": list(lab["cuts"]) if closed else [],
+            "right": [bool(x) for x in lab["probe_correct"]] if closed else [],
+            "probe": list(lab.get("probe_confidence") or []) if closed else [],
+            "signals": sig.get(trace_key(t), {}),
+        })  # fmt: skip
+    return rows
+
+
+def apply(rows: list[dict], pick) -> dict:
+    """``pick(row) -> index into row['cuts'] or None``: accuracy, cut and exit rate of that rule."""
+    total = sum(r["thinking"] for r in rows)
+    kept = right = exits = 0
+    for r in rows:
+        k = pick(r) if r["cuts"] else None
+        if k is None:
+            kept += r["thinking"]
+            right += r["full_right"]
+        else:
+            kept += r["cuts"][k]
+            right += r["right"][k]
+            exits += 1
+    n = len(rows)
+    return {"accuracy": right / n, "thinking_cut": 1 - kept / total, "exit_rate": exits / n,
+            "mean_thinking": kept / n}  # fmt: skip
+
+
+def budget_rule(n: int):
+    def pick(r):
+        ks = [k for k, c in enumerate(r["cuts"]) if c <= n]
+        return ks[-1] if ks and r["thinking"] > n else None
+
+    return pick
+
+
+def threshold_rule(values_of, threshold: float, min_thinking: int):
+    def pick(r):
+        vals = values_of(r)
+        for k, c in enumerate(r["cuts"]):
+            if c >= min_thinking and k < len(vals) and vals[k] > threshold:
+                return k
+        return None
+
+    return pick
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path, help="pipeline folder with traces.jsonl and labels.jsonl")
+    ap.add_argument("--signals", type=Path, default=None, help="signals.jsonl recorded by specexit calibrate")
+    ap.add_argument("--min-thinking", type=int, default=32)
+    ap.add_argument("--json", type=Path, required=True)
+    a = ap.parse_args()
+    for name in ("traces.jsonl", "labels.jsonl"):
+        if not (a.folder / name).is_file():
+            print(f"error: {a.folder}: no {name}", file=sys.stderr)
+            return 2
+    if a.signals is not None and not a.signals.is_file():
+        print(f"error: --signals {a.signals}: no such file", file=sys.stderr)
+        return 2
+    rows = load(a.folder, a.signals)
+    full = apply(rows, lambda r: None)
+    exits = [TraceExits(r["thinking"], r["full_right"], tuple(r["cuts"]), tuple(r["right"])) for r in rows]
+    out = {
+        "folder": str(a.folder),
+        "traces": len(rows),
+        "full": full,
+        "oracle": {f"{t * 100:g}pt": oracle_cut(exits, t) for t in (0.0, 0.01, 0.02)},
+        "boundary_budget": {str(n): apply(rows, budget_rule(n)) for n in BUDGETS},
+        "probe": {},
+        "confidence": {},
+    }
+    if any(r["probe"] for r in rows):
+        out["probe"] = {
+            f"{t:g}": apply(rows, threshold_rule(lambda r: r["probe"], t, a.min_thinking)) for t in THRESHOLDS
+        }
+    if any(r["signals"].get("confidence") for r in rows):
+        conf = lambda r: r["signals"].get("confidence", [])  # noqa: E731
+        out["confidence"] = {f"{t:g}": apply(rows, threshold_rule(conf, t, a.min_thinking)) for t in THRESHOLDS}
+    # at equal cut: each threshold rule beside the boundary budget with the closest cut
+    budgets = out["boundary_budget"]
+    pairs = []
+    for family in ("probe", "confidence"):
+        for t, s in out[family].items():
+            if s["exit_rate"] == 0:
+                continue
+            n = min(budgets, key=lambda b: abs(budgets[b]["thinking_cut"] - s["thinking_cut"]))
+            pairs.append({"rule": f"{family}:{t}", **s, "budget": int(n), "budget_accuracy": budgets[n]["accuracy"],
+                          "budget_cut": budgets[n]["thinking_cut"]})  # fmt: skip
+    out["at_equal_cut"] = pairs
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({"traces": len(rows), "full": full, "oracle_1pt": out["oracle"]["1pt"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
