@@ -257,8 +257,9 @@ def _cmd_models(a) -> int:
         else:
             print(zoo.format_table(rows))
             for t in think:  # base + a shipped adapter, merged on `models get`
+                draft = "shipped" if t["draft"] else "-"
                 print(f"{t['name']}  = {t['base']} + adapter ({t['adapter_bytes'] / 1e6:.1f} MB, shipped)  "
-                      f"built: {'yes' if t['built'] else 'no'}  {t['description']}")  # fmt: skip
+                      f"built: {'yes' if t['built'] else 'no'}  draft: {draft}  {t['description']}")  # fmt: skip
         return 0
     if a.models_cmd == "get" and thinking.is_thinking(a.name):
         print(thinking.get_thinking_model(a.name, install=a.install, force=a.force, progress=not a.no_progress))

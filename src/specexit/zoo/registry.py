@@ -129,8 +129,11 @@ SHIPPED_DRAFTS = ("qwen2.5-coder-0.5b",)
 
 
 def shipped_draft(name: str) -> Path:
-    """Folder of the SpecExit draft shipped for zoo model ``name``."""
-    get_spec(name)  # unknown names: the usual error listing the zoo
+    """Folder of the SpecExit draft shipped for zoo model ``name`` (a base model or a ``-think`` one)."""
+    from .thinking import is_thinking
+
+    if not is_thinking(name):
+        get_spec(name)  # unknown names: the usual error listing the zoo
     if name not in SHIPPED_DRAFTS:
         raise ZooError(
             f"no SpecExit draft is shipped for {name!r} (shipped: {', '.join(SHIPPED_DRAFTS)}); train one with "

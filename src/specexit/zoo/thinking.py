@@ -110,5 +110,14 @@ def thinking_status() -> list[dict]:
         size = sum((adapter / f).stat().st_size for f, _ in spec.adapter_sha256 if (adapter / f).is_file())
         rows.append({"name": spec.name, "description": spec.description, "base": spec.base,
                      "adapter": str(adapter), "adapter_bytes": size, "built": is_built(spec, folder),
-                     "path": str(folder)})  # fmt: skip
+                     "path": str(folder), "draft": _draft_or_none(spec.name)})  # fmt: skip
     return rows
+
+
+def _draft_or_none(name: str) -> str | None:
+    from .registry import shipped_draft
+
+    try:
+        return str(shipped_draft(name))
+    except ZooError:
+        return None
