@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-runs/think-draft}
 M=${TARGET:-$(specexit models get qwen2.5-coder-0.5b-think | tail -1)}
 VLLM_PY=${VLLM_PY:-/work/vllm-venv/bin/python}
-STEPS=${STEPS:-200}
+STEPS=${STEPS:-140}  # this session's CPU budget (resumes: STEPS=200 continues from the checkpoint)
 PIN=${PIN:-"taskset -c 1"}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT"
@@ -33,5 +33,5 @@ $PIN specexit --threads 1 train labels --target "$M" --out "$OUT" --dtype bfloat
 $PIN specexit --threads 1 train vocab --target "$M" --out "$OUT" --draft-vocab 4096
 $PIN specexit --threads 1 train hidden --target "$M" --out "$OUT" --dtype bfloat16
 $PIN specexit --threads 1 train draft --target "$M" --out "$OUT" --features offline --max-steps "$STEPS" \
-    --batch 4 --lr 5e-4 --ttt-steps 4 --max-len 2048 --ckpt-every 20 --eval-every 50 --draft-vocab 4096 \
+    --batch 4 --lr 5e-4 --ttt-steps 4 --max-len 1024 --ckpt-every 20 --eval-every 50 --draft-vocab 4096 \
     --draft-intermediate 1024 --save-dtype bfloat16 --no-progress
