@@ -29,7 +29,8 @@ def main() -> None:
     ap.add_argument("--run", required=True, type=Path, help="pipeline folder (has draft/, traces.jsonl, ...)")
     ap.add_argument("--name", required=True, help="zoo model name")
     ap.add_argument("--script", default="benchmarks/zoo/train_qwen05_draft.sh")
-    ap.add_argument("--answer-trigger", default="The final answer is \\boxed{")
+    ap.add_argument("--answer-trigger", default="The final answer is \\boxed{",
+                    help="the base model's answer trigger; '' for a model with think tags")  # fmt: skip
     a = ap.parse_args()
     src = a.run / "draft"
     weights = src / "model.safetensors"
@@ -57,7 +58,7 @@ def main() -> None:
     vocab = json.loads((a.run / "vocab.json").read_text())
     report = {
         "target": a.name,
-        "answer_trigger": a.answer_trigger,
+        "answer_trigger": a.answer_trigger or None,
         "made_by": a.script,
         "traces": len(_lines(a.run / "traces.jsonl")),
         "labelled_traces": len(labels),
