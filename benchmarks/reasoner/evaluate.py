@@ -74,7 +74,7 @@ def _exits(think: list[dict], labels: dict) -> list[TraceExits]:
     return out
 
 
-def _first_right(think: list[dict], labels: dict) -> dict:
+def _first_right(think: list[dict], labels: dict) -> tuple[dict, list[float]]:
     """Where the forced answer first becomes right, as a share of the thinking span."""
     shares, never, right_full, settled = [], 0, 0, []
     for t in think:
@@ -97,7 +97,7 @@ def _first_right(think: list[dict], labels: dict) -> dict:
         "never_right_at_a_boundary": never,
         "first_right_share_of_span": _quantiles(shares),
         "first_right_then_always_right": sum(settled) / len(settled) if settled else None,
-    }
+    }, shares
 
 
 def dataset_report(name: str, think_dir: Path, nothink_dir: Path, sources: dict[str, str]) -> tuple:
@@ -135,6 +135,7 @@ def dataset_report(name: str, think_dir: Path, nothink_dir: Path, sources: dict[
         "share_after_first_recheck": _quantiles(after_first),
         "by_source": {},
     }
+    shares: list[float] = []
     src = {t["prompt_id"]: sources.get(t["question"]) for t in think}
     for s in sorted({v for v in src.values() if v}):
         keys = [k for k in shared if src.get(k[0]) == s]
@@ -147,20 +148,20 @@ def dataset_report(name: str, think_dir: Path, nothink_dir: Path, sources: dict[
         labels = load_labels(think_dir / "labels.jsonl")
         exits = _exits(think, labels)
         rep["labelled"] = len(labels)
-        rep["first_right"] = _first_right(think, labels)
+        rep["first_right"], shares = _first_right(think, labels)
         rep["oracle"] = {f"{tol * 100:g}pt": oracle_cut(exits, tol) for tol in TOLERANCES}
-    return rep, lengths, rechecks, after_first
+    return rep, lengths, rechecks, after_first, shares
 
 
-def plots(reports: list[tuple[dict, list, list, list]], folder: Path) -> list[str]:
+def plots(reports: list[tuple], folder: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for rep, lengths, rechecks, after in reports:
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    for rep, lengths, rechecks, after, shares in reports:
         name = rep["dataset"]
         axes[0].hist(lengths, bins=30, alpha=0.5, label=name)
         c = Counter(rechecks)
@@ -168,9 +169,12 @@ def plots(reports: list[tuple[dict, list, list, list]], folder: Path) -> list[st
         axes[1].bar([x + (0.4 if name != reports[0][0]["dataset"] else 0) for x in xs],
                     [c[x] / len(rechecks) for x in xs], width=0.4, label=name)  # fmt: skip
         axes[2].hist(after, bins=20, alpha=0.5, label=name)
+        if shares:
+            axes[3].hist(shares, bins=20, alpha=0.5, label=name)
     axes[0].set(title="thinking tokens (closed spans, T = 0.6)", xlabel="tokens", ylabel="outputs")
     axes[1].set(title="re-checks per output", xlabel="re-checks", ylabel="share of outputs")
     axes[2].set(title="share of thinking after the first re-check", xlabel="share", ylabel="outputs")
+    axes[3].set(title="where a forced answer is first right", xlabel="share of the span", ylabel="outputs")
     for ax in axes:
         ax.legend()
     fig.tight_layout()
