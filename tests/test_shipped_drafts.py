@@ -12,6 +12,14 @@ from specexit.cli import main
 
 QWEN = "qwen2.5-coder-0.5b"
 QWEN_DIR = zoo.models_dir() / QWEN  # read before any test changes the cache variable
+THINK = "qwen2.5-coder-0.5b-think"
+THINK_DIR = zoo.models_dir() / THINK
+
+
+def _think_built() -> bool:
+    from specexit.zoo import thinking
+
+    return thinking.is_built(thinking.THINK_MODELS[THINK], THINK_DIR)
 
 
 def test_shipped_qwen_draft_is_small_and_shaped_for_qwen(capsys):
@@ -28,6 +36,37 @@ def test_shipped_qwen_draft_is_small_and_shaped_for_qwen(capsys):
         assert f.get_slice("lm_head.weight").get_shape() == [cfg["draft_vocab_size"], 896]
     report = json.loads((path / "pipeline.json").read_text())
     assert report["answer_trigger"] == "The final answer is \\boxed{"
+
+
+def test_shipped_think_draft_is_small_and_reads_the_think_tags(capsys):
+    assert main(["models", "draft", THINK]) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    weights = path / "model.safetensors"
+    assert weights.stat().st_size < 25_000_000, "repository rule: no weights over 25 MB"
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["hidden_size"] == 896 and cfg["vocab_size"] == 151936
+    report = json.loads((path / "pipeline.json").read_text())
+    assert report["answer_trigger"] is None  # the span ends with the </think> token, not a trigger
+    with safe_open(str(weights), "pt") as f:
+        d2t = f.get_tensor("d2t")
+    used = {i + int(off) for i, off in enumerate(d2t.tolist())}
+    assert 151668 in used, "the draft can propose </think> (Qwen3's think-end id)"
+    assert main(["models", "list"]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(THINK))
+    assert "draft: shipped" in row
+
+
+@pytest.mark.skipif(not _think_built(), reason="the thinking model is not built here (specexit models get)")
+def test_shipped_think_draft_is_lossless_and_accepts_on_the_thinking_model():
+    from specexit.cli_options import parse_tree
+    from specexit.engine import SpecExitGenerator
+
+    gen = SpecExitGenerator.from_pretrained(THINK_DIR, zoo.shipped_draft(THINK), dtype="float32")
+    ids = gen.encode_prompt("Leo has 8 coins. Then the number of coins he has doubles. How many coins does he have?")
+    ref = gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=64)
+    out = gen.generate(input_ids=ids, mode="spec", max_new_tokens=64, tree=parse_tree("chain:4"))
+    assert out.token_ids == ref.token_ids
+    assert out.mean_accept_length > 2.0, "a trained draft accepts well beyond the bonus token"
 
 
 def test_models_draft_errors_name_the_problem(capsys):

@@ -124,8 +124,9 @@ def get_spec(name: str) -> ModelSpec:
 
 
 # SpecExit drafts trained by this project for zoo models and shipped in the package (assets/NAME-draft),
-# with the pipeline report that says how (benchmarks/zoo/train_qwen05_draft.sh, docs/zoo.md)
-SHIPPED_DRAFTS = ("qwen2.5-coder-0.5b",)
+# with the pipeline report that says how (benchmarks/zoo/train_qwen05_draft.sh, docs/zoo.md;
+# benchmarks/reasoner/train_think_draft.sh, docs/reasoner.md)
+SHIPPED_DRAFTS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-think")
 
 
 def shipped_draft(name: str) -> Path:
