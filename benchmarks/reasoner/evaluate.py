@@ -144,10 +144,19 @@ def dataset_report(name: str, think_dir: Path, nothink_dir: Path, sources: dict[
             "think": sum(t_right[k] for k in keys) / len(keys),
             "nothink": sum(n_right[k] for k in keys) / len(keys),
         }
-    if (think_dir / "labels.jsonl").exists():
-        labels = load_labels(think_dir / "labels.jsonl")
+    labels_path = think_dir / "labels.jsonl"
+    if not labels_path.exists() and (think_dir / "labels.part-0.jsonl").exists():
+        labels_path = think_dir / "labels.part-0.jsonl"  # a labelling run still going (or stopped): its prefix
+    if labels_path.exists():
+        labels = load_labels(labels_path)
+        # the labels stage walks the traces in order: a partial run covers the problems up to the last one
+        # it labelled (the unclosed ones among them have no labels and count as wrong, nothing to cut)
+        last = max(k[0] for k in labels)
+        think = [t for t in think if t["prompt_id"] <= last]
         exits = _exits(think, labels)
         rep["labelled"] = len(labels)
+        rep["oracle_traces"] = len(think)
+        rep["oracle_full_accuracy"] = sum(e.full_right for e in exits) / len(exits)
         rep["first_right"], shares = _first_right(think, labels)
         rep["oracle"] = {f"{tol * 100:g}pt": oracle_cut(exits, tol) for tol in TOLERANCES}
     return rep, lengths, rechecks, after_first, shares

@@ -35,8 +35,15 @@ BUDGETS = (32, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024)
 THRESHOLDS = (0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
 
 
+def labels_file(folder: Path) -> Path:
+    """labels.jsonl, or the part file of a labelling run still going (or stopped): its prefix is used."""
+    done = folder / "labels.jsonl"
+    return done if done.is_file() or not (folder / "labels.part-0.jsonl").is_file() else folder / "labels.part-0.jsonl"
+
+
 def load(folder: Path, signals_path: Path | None) -> list[dict]:
-    labels = load_labels(folder / "labels.jsonl")
+    labels = load_labels(labels_file(folder))
+    last = max(k[0] for k in labels)  # the labels stage walks the traces in order
     sig = {}
     if signals_path is not None:
         for line in signals_path.read_text().splitlines():
@@ -44,6 +51,8 @@ def load(folder: Path, signals_path: Path | None) -> list[dict]:
             sig[(row["prompt_id"], row["sample"])] = row["signals"]
     rows = []
     for _, t in load_traces(folder / "traces.jsonl"):
+        if t["prompt_id"] > last:
+            continue
         lab = labels.get(trace_key(t))
         closed = t["think_end"] is not None and lab is not None
         full = closed and t.get("finish_reason") == "stop" and answers_equal(t.get("final_answer"), t.get("gold"))
@@ -103,9 +112,9 @@ def main() -> int:
     ap.add_argument("--min-thinking", type=int, default=32)
     ap.add_argument("--json", type=Path, required=True)
     a = ap.parse_args()
-    for name in ("traces.jsonl", "labels.jsonl"):
-        if not (a.folder / name).is_file():
-            print(f"error: {a.folder}: no {name}", file=sys.stderr)
+    for path in (a.folder / "traces.jsonl", labels_file(a.folder)):
+        if not path.is_file():
+            print(f"error: {a.folder}: no {path.name}", file=sys.stderr)
             return 2
     if a.signals is not None and not a.signals.is_file():
         print(f"error: --signals {a.signals}: no such file", file=sys.stderr)
