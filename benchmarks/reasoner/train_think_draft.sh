@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-runs/think-draft}
 M=${TARGET:-$(specexit models get qwen2.5-coder-0.5b-think | tail -1)}
 VLLM_PY=${VLLM_PY:-/work/vllm-venv/bin/python}
-STEPS=${STEPS:-140}  # this session's CPU budget (resumes: STEPS=200 continues from the checkpoint)
+STEPS=${STEPS:-200}
 PIN=${PIN:-"taskset -c 1"}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT"
