@@ -250,3 +250,9 @@ def test_prepare_measures_the_costs_before_any_timed_generation(gen, tmp_path, m
     assert calls == [1]
     fresh.generate("What is 2 + 2?", mode="spec", max_new_tokens=8, tree=parse_tree("auto"))
     assert calls == [1]  # the generation found the costs measured
+    fresh.prepare("spec", parse_tree("16,5,4"))
+    assert calls == [1]  # a fixed tree plans nothing
+    fresh.prepare("spec", parse_tree("auto:16,4,4"))  # other bounds: their branching is measured up front
+    assert calls == [1, 1]
+    fresh.generate("What is 2 + 2?", mode="spec", max_new_tokens=8, tree=parse_tree("auto:16,4,4"))
+    assert calls == [1, 1]

@@ -34,8 +34,9 @@ class Backend(Protocol):
         self, prompt: str, chat: bool = True, enable_thinking: bool = True, system: str | None = None
     ) -> list[int]: ...
 
-    def prepare(self, mode: str) -> None:
-        """Start whatever ``mode`` runs on, so that start-up is not a generation's time."""
+    def prepare(self, mode: str, tree: Any = None) -> None:
+        """Start whatever ``mode`` runs on, with the draft tree the requests will use (``tree``, as in
+        GenerationRequest), so that start-up is not a generation's time."""
 
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Results in request order; ``wall_s`` of each is its own latency (queued to last token)."""

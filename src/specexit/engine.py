@@ -150,11 +150,16 @@ class SpecExitGenerator:
     name = "torch"
     batched = False  # one request at a time
 
-    def prepare(self, mode: str) -> None:
+    def prepare(self, mode: str, tree: TreeConfig | None = None) -> None:
         """The models are loaded; with a draft, measure the round costs ``--tree auto`` plans with (once per
-        model and machine, then read from the cache), so that no timed generation pays for it."""
-        if mode != "vanilla" and self.draft is not None:
+        model and machine, then read from the cache), so that no timed generation pays for it: for the
+        branching of ``tree`` (the default auto bounds' when none is given); a fixed tree plans nothing."""
+        if mode == "vanilla" or self.draft is None or (tree is not None and not tree.auto):
+            return
+        if tree is None:
             self.round_cost()
+        else:
+            self.round_cost(tree.k)
 
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [

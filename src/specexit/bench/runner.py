@@ -72,7 +72,7 @@ def run_batch(backend: Backend, jobs: list[tuple[int, Problem, Method, int]], cf
         reqs.append(
             GenerationRequest(ids, m.mode, cfg.max_new_tokens, sampling, m.exit_config, probe=m.probe, tree=cfg.tree)
         )
-    backend.prepare(jobs[0][2].mode)  # start-up is not a batch's time
+    backend.prepare(jobs[0][2].mode, cfg.tree)  # start-up is not a batch's time
     t0 = time.perf_counter()
     results = backend.generate_batch(reqs)
     wall = time.perf_counter() - t0

@@ -174,7 +174,7 @@ def run(a: argparse.Namespace) -> int:
     )
     cfg = build_config(a, list(gen.draft.signals) if gen.draft is not None else None)
     if cfg.tree.auto:  # the round costs --tree auto plans with: measured now, not in the first request
-        gen.prepare(cfg.default_mode)
+        gen.prepare(cfg.default_mode, cfg.tree)
     app = create_app(gen, cfg)
     logging.getLogger("specexit.serve").info(
         "serving %r on http://%s:%d/v1 (default mode %s)", cfg.model_name, a.host, a.port,

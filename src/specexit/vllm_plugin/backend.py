@@ -160,7 +160,7 @@ class VLLMBackend:
         """The engine a mode runs on: ``"plain"`` for vanilla, ``"spec"`` for the others."""
         return "plain" if mode == "vanilla" else "spec"
 
-    def prepare(self, mode: str) -> None:
+    def prepare(self, mode: str, tree=None) -> None:  # vLLM drafts a chain: no tree to plan
         self.engine(self.engine_kind(mode))
 
     def describe(self) -> dict:
