@@ -27,11 +27,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from specexit.bench.oracle import TraceExits, oracle_cut
+# the labelled traces as exit_replay.py reads them (a sibling script: python puts this folder on sys.path)
+from exit_replay import labels_file, load, trace_exits
+
+from specexit.bench.oracle import oracle_cut
 from specexit.bench.report import paired_bootstrap, wilson
 from specexit.reasoner.compose import RECHECK_LINE
 from specexit.scoring import answers_equal
-from specexit.train.labels import load_labels
 from specexit.train.traces import load_traces, trace_key
 
 TOLERANCES = (0.0, 0.01, 0.02)
@@ -62,36 +64,19 @@ def _acc(right: list[bool]) -> dict:
     return {"right": k, "n": n, "accuracy": k / n if n else None, "ci95": [lo, hi]}
 
 
-def _exits(think: list[dict], labels: dict) -> list[TraceExits]:
-    out = []
-    for t in think:
-        lab = labels.get(trace_key(t))
-        if t["think_end"] is None or lab is None:  # no closed span: wrong, nothing to cut
-            out.append(TraceExits(len(t["output_ids"]), False))
+def _first_right(rows: list[dict]) -> tuple[dict, list[float]]:
+    """Where the forced answer first becomes right, as a share of the thinking span (``load``'s rows)."""
+    shares, never, settled = [], 0, []
+    for r in rows:
+        if not r["labelled"]:
             continue
-        s, e = lab["span"]
-        out.append(TraceExits(e - s, _right(t, True), tuple(lab["cuts"]), tuple(bool(c) for c in lab["probe_correct"])))
-    return out
-
-
-def _first_right(think: list[dict], labels: dict) -> tuple[dict, list[float]]:
-    """Where the forced answer first becomes right, as a share of the thinking span."""
-    shares, never, right_full, settled = [], 0, 0, []
-    for t in think:
-        lab = labels.get(trace_key(t))
-        if t["think_end"] is None or lab is None:
-            continue
-        s, e = lab["span"]
-        hit = next((c for c, ok in zip(lab["cuts"], lab["probe_correct"], strict=True) if ok), None)
+        hit = next((c for c, ok in zip(r["cuts"], r["right"], strict=True) if ok), None)
         if hit is None:
             never += 1
             continue
-        shares.append(hit / max(1, e - s))
-        if _right(t, True):
-            right_full += 1
-            # settled: every later forced answer is right too
-            tail = [c for c, ok in zip(lab["cuts"], lab["probe_correct"], strict=True) if not ok and c > hit]
-            settled.append(not tail)
+        shares.append(hit / max(1, r["thinking"]))
+        if r["full_right"]:  # settled: every later forced answer is right too
+            settled.append(all(ok for c, ok in zip(r["cuts"], r["right"], strict=True) if c > hit))
     return {
         "traces_with_a_right_boundary": len(shares),
         "never_right_at_a_boundary": never,
@@ -144,20 +129,14 @@ def dataset_report(name: str, think_dir: Path, nothink_dir: Path, sources: dict[
             "think": sum(t_right[k] for k in keys) / len(keys),
             "nothink": sum(n_right[k] for k in keys) / len(keys),
         }
-    labels_path = think_dir / "labels.jsonl"
-    if not labels_path.exists() and (think_dir / "labels.part-0.jsonl").exists():
-        labels_path = think_dir / "labels.part-0.jsonl"  # a labelling run still going (or stopped): its prefix
-    if labels_path.exists():
-        labels = load_labels(labels_path)
-        # the labels stage walks the traces in order: a partial run covers the problems up to the last one
-        # it labelled (the unclosed ones among them have no labels and count as wrong, nothing to cut)
-        last = max(k[0] for k in labels)
-        think = [t for t in think if t["prompt_id"] <= last]
-        exits = _exits(think, labels)
-        rep["labelled"] = len(labels)
-        rep["oracle_traces"] = len(think)
+    if labels_file(think_dir).exists():
+        # a labelling run still going (or stopped) covers the problems up to the last one it labelled
+        rows = load(think_dir, None)
+        exits = trace_exits(rows)
+        rep["labelled"] = sum(r["labelled"] for r in rows)
+        rep["oracle_traces"] = len(rows)
         rep["oracle_full_accuracy"] = sum(e.full_right for e in exits) / len(exits)
-        rep["first_right"], shares = _first_right(think, labels)
+        rep["first_right"], shares = _first_right(rows)
         rep["oracle"] = {f"{tol * 100:g}pt": oracle_cut(exits, tol) for tol in TOLERANCES}
     return rep, lengths, rechecks, after_first, shares
 

@@ -58,6 +58,7 @@ def load(folder: Path, signals_path: Path | None) -> list[dict]:
         full = closed and t.get("finish_reason") == "stop" and answers_equal(t.get("final_answer"), t.get("gold"))
         rows.append({
             "key": trace_key(t),
+            "labelled": closed,  # a closed span with forced answers (else: wrong, nothing to cut)
             "thinking": (lab["span"][1] - lab["span"][0]) if closed else len(t["output_ids"]),
             "full_right": bool(full),
             "cuts": list(lab["cuts"]) if closed else [],
@@ -66,6 +67,11 @@ def load(folder: Path, signals_path: Path | None) -> list[dict]:
             "signals": sig.get(trace_key(t), {}),
         })  # fmt: skip
     return rows
+
+
+def trace_exits(rows: list[dict]) -> list[TraceExits]:
+    """The oracle's view of ``load``'s rows."""
+    return [TraceExits(r["thinking"], r["full_right"], tuple(r["cuts"]), tuple(r["right"])) for r in rows]
 
 
 def apply(rows: list[dict], pick) -> dict:
@@ -121,7 +127,7 @@ def main() -> int:
         return 2
     rows = load(a.folder, a.signals)
     full = apply(rows, lambda r: None)
-    exits = [TraceExits(r["thinking"], r["full_right"], tuple(r["cuts"]), tuple(r["right"])) for r in rows]
+    exits = trace_exits(rows)
     out = {
         "folder": str(a.folder),
         "traces": len(rows),
