@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fetch import gguf_dir, is_converted, models_dir, package_status
-from .registry import REGISTRY, SHIPPED_DRAFTS, ModelSpec, ZooError, shipped_draft
+from .registry import REGISTRY, SHIPPED_DRAFTS, ModelSpec, shipped_draft_or_none
 
 
 @dataclass
@@ -38,15 +38,8 @@ class ModelStatus:
             "gguf_cached": self.gguf_cached,
             "converted": self.converted,
             "path": str(self.path),
-            "draft": _shipped_or_none(self.spec.name),
+            "draft": shipped_draft_or_none(self.spec.name),
         }
-
-
-def _shipped_or_none(name: str) -> str | None:
-    try:
-        return str(shipped_draft(name))
-    except ZooError:
-        return None
 
 
 def list_models() -> list[ModelStatus]:

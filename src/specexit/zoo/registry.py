@@ -148,3 +148,11 @@ def shipped_draft(name: str) -> Path:
             f"the shipped draft for {name!r} is missing from {path}; reinstall the package: pip install -e ."
         )
     return path
+
+
+def shipped_draft_or_none(name: str) -> str | None:
+    """The shipped draft's folder, or None where none ships (``models list`` rows)."""
+    try:
+        return str(shipped_draft(name))
+    except ZooError:
+        return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..machine import file_sha256
 from .fetch import models_dir
-from .registry import ChecksumError, ZooError
+from .registry import ChecksumError, ZooError, shipped_draft_or_none
 
 THINK_MARKER = "specexit_think.json"
 
@@ -110,14 +110,5 @@ def thinking_status() -> list[dict]:
         size = sum((adapter / f).stat().st_size for f, _ in spec.adapter_sha256 if (adapter / f).is_file())
         rows.append({"name": spec.name, "description": spec.description, "base": spec.base,
                      "adapter": str(adapter), "adapter_bytes": size, "built": is_built(spec, folder),
-                     "path": str(folder), "draft": _draft_or_none(spec.name)})  # fmt: skip
+                     "path": str(folder), "draft": shipped_draft_or_none(spec.name)})  # fmt: skip
     return rows
-
-
-def _draft_or_none(name: str) -> str | None:
-    from .registry import shipped_draft
-
-    try:
-        return str(shipped_draft(name))
-    except ZooError:
-        return None
