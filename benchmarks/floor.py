@@ -34,9 +34,9 @@ from specexit.profiling import RoundProfile
 from specexit.proposer import DraftProposer
 from specexit.round_cost import load_or_measure
 from specexit.target import TargetModel, load_tokenizer, resolve_dtype
+from specexit.zoo.registry import shipped_draft_or_none
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
-SHIPPED_DRAFTS = {"testbed": ASSETS / "testbed-draft", "qwen2.5-coder-0.5b": ASSETS / "qwen2.5-coder-0.5b-draft"}
 
 
 def forced_proposer(reference: list[int]) -> type[DraftProposer]:
@@ -78,7 +78,8 @@ def load(model: str, dtype: str) -> tuple[SpecExitGenerator, str]:
 
         path = get_model(model)
     target = TargetModel.from_pretrained(path, dtype=dtype)
-    draft_dir = SHIPPED_DRAFTS.get(model)
+    # the shipped draft of the testbed or of a zoo model (the zoo's registry says which ship one)
+    draft_dir = ASSETS / "testbed-draft" if model == "testbed" else shipped_draft_or_none(model)
     if draft_dir is not None:
         draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=resolve_dtype(dtype))
     else:  # no trained draft: an untrained one of the usual shape (its cost does not depend on its weights)

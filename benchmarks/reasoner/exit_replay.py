@@ -14,6 +14,10 @@ span never closed counts as wrong with nothing to cut.  Rules:
   (``probe.answer_confidence``), after ``--min-thinking`` tokens;
 - with ``--signals`` (``specexit calibrate`` records the draft's signals at the same boundaries): the
   draft's confidence above C at a boundary, boundary read-out, no smoothing;
+- with ``--signals``, the paper's rule (confidence > 0.8, progress > 0.3, remain < 200, EWMA 0.1) read at
+  boundaries, and each ``--policy`` file (``exit_policy.json`` of ``specexit calibrate``) replayed by the
+  engine's own smoother (``specexit.calibration.replay``), each with the paired 95% bootstrap interval of
+  its accuracy change against full thinking;
 - the matched-accuracy oracle at 0, 1, 2 points.
 
 The comparison at equal cut: for each probe / confidence rule, the boundary budget whose cut is closest.
@@ -27,6 +31,11 @@ import sys
 from pathlib import Path
 
 from specexit.bench.oracle import TraceExits, oracle_cut
+from specexit.bench.report import paired_bootstrap
+from specexit.calibration.replay import TraceSignals, replay_exit
+from specexit.errors import ConfigError
+from specexit.exit_policy import ExitConfig
+from specexit.policy_file import read_policy
 from specexit.scoring import answers_equal
 from specexit.train.labels import load_labels
 from specexit.train.traces import load_traces, trace_key
@@ -74,22 +83,41 @@ def trace_exits(rows: list[dict]) -> list[TraceExits]:
     return [TraceExits(r["thinking"], r["full_right"], tuple(r["cuts"]), tuple(r["right"])) for r in rows]
 
 
-def apply(rows: list[dict], pick) -> dict:
-    """``pick(row) -> index into row['cuts'] or None``: accuracy, cut and exit rate of that rule."""
+def apply(rows: list[dict], pick, paired: bool = False) -> dict:
+    """``pick(row) -> index into row['cuts'] or None``: accuracy, cut and exit rate of that rule; with
+    ``paired``, also its accuracy change against full thinking with a paired 95% bootstrap interval."""
     total = sum(r["thinking"] for r in rows)
-    kept = right = exits = 0
+    kept = exits = 0
+    right = {}
     for r in rows:
         k = pick(r) if r["cuts"] else None
         if k is None:
             kept += r["thinking"]
-            right += r["full_right"]
+            right[r["key"]] = r["full_right"]
         else:
             kept += r["cuts"][k]
-            right += r["right"][k]
+            right[r["key"]] = r["right"][k]
             exits += 1
     n = len(rows)
-    return {"accuracy": right / n, "thinking_cut": 1 - kept / total, "exit_rate": exits / n,
-            "mean_thinking": kept / n}  # fmt: skip
+    out = {"accuracy": sum(right.values()) / n, "thinking_cut": 1 - kept / total, "exit_rate": exits / n,
+           "mean_thinking": kept / n}  # fmt: skip
+    if paired:
+        d, lo, hi = paired_bootstrap(right, {r["key"]: r["full_right"] for r in rows})
+        out["delta_vs_full"], out["delta_ci95"] = d, [lo, hi]
+    return out
+
+
+def rule_pick(rule: ExitConfig):
+    """An ExitConfig replayed on a row (its recorded signals at the row's boundaries)."""
+
+    def pick(r):
+        if not all(r["signals"].get(n) for n in rule.thresholds):
+            return None
+        t = TraceSignals(r["key"][0], r["key"][1], r["thinking"], r["full_right"], tuple(r["cuts"]),
+                         tuple(r["right"]), {n: tuple(v) for n, v in r["signals"].items()})  # fmt: skip
+        return replay_exit(rule, t)
+
+    return pick
 
 
 def budget_rule(n: int):
@@ -115,6 +143,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="pipeline folder with traces.jsonl and labels.jsonl")
     ap.add_argument("--signals", type=Path, default=None, help="signals.jsonl recorded by specexit calibrate")
+    ap.add_argument("--policy", type=Path, action="append", default=[],
+                    help="exit_policy.json to replay (needs --signals); repeatable")  # fmt: skip
     ap.add_argument("--min-thinking", type=int, default=32)
     ap.add_argument("--json", type=Path, required=True)
     a = ap.parse_args()
@@ -124,6 +154,14 @@ def main() -> int:
             return 2
     if a.signals is not None and not a.signals.is_file():
         print(f"error: --signals {a.signals}: no such file", file=sys.stderr)
+        return 2
+    if a.policy and a.signals is None:
+        print("error: --policy needs --signals (the draft's signals at the boundaries)", file=sys.stderr)
+        return 2
+    try:
+        policies = {str(p): read_policy(p).exit_config() for p in a.policy}
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     rows = load(a.folder, a.signals)
     full = apply(rows, lambda r: None)
@@ -144,16 +182,18 @@ def main() -> int:
     if any(r["signals"].get("confidence") for r in rows):
         conf = lambda r: r["signals"].get("confidence", [])  # noqa: E731
         out["confidence"] = {f"{t:g}": apply(rows, threshold_rule(conf, t, a.min_thinking)) for t in THRESHOLDS}
+        rules = {"paper:boundary": ExitConfig(readout="boundary"), **{f"policy:{k}": v for k, v in policies.items()}}
+        out["rules"] = {name: apply(rows, rule_pick(rule), paired=True) for name, rule in rules.items()}
     # at equal cut: each threshold rule beside the boundary budget with the closest cut
     budgets = out["boundary_budget"]
     pairs = []
-    for family in ("probe", "confidence"):
-        for t, s in out[family].items():
-            if s["exit_rate"] == 0:
-                continue
-            n = min(budgets, key=lambda b: abs(budgets[b]["thinking_cut"] - s["thinking_cut"]))
-            pairs.append({"rule": f"{family}:{t}", **s, "budget": int(n), "budget_accuracy": budgets[n]["accuracy"],
-                          "budget_cut": budgets[n]["thinking_cut"]})  # fmt: skip
+    named = [(f"{family}:{t}", s) for family in ("probe", "confidence") for t, s in out[family].items()]
+    for name, s in named + list(out.get("rules", {}).items()):
+        if s["exit_rate"] == 0:
+            continue
+        n = min(budgets, key=lambda b: abs(budgets[b]["thinking_cut"] - s["thinking_cut"]))
+        pairs.append({"rule": name, **s, "budget": int(n), "budget_accuracy": budgets[n]["accuracy"],
+                      "budget_cut": budgets[n]["thinking_cut"]})  # fmt: skip
     out["at_equal_cut"] = pairs
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(out, indent=2) + "\n")
