@@ -167,7 +167,7 @@ def test_merge_gives_the_tuned_model_as_a_plain_folder(thinking_tiny_dir, tmp_pa
 
     from specexit.engine import SpecExitGenerator
     from specexit.reasoner.merge import merge_adapter
-    from specexit.reasoner.tune import TuneConfig, tune
+    from specexit.reasoner.tune import TuneConfig, peft_wrapping, tune
 
     data = _sft_examples(tmp_path / "sft.jsonl", n=4)
     run = tmp_path / "run"
@@ -175,13 +175,34 @@ def test_merge_gives_the_tuned_model_as_a_plain_folder(thinking_tiny_dir, tmp_pa
     merged = merge_adapter(thinking_tiny_dir, run / "adapter", thinking_tiny_dir, tmp_path / "merged")
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
     with torch.no_grad():
-        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(thinking_tiny_dir), run / "adapter")
+        with peft_wrapping():
+            tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(thinking_tiny_dir), run / "adapter")
         want = tuned(input_ids=ids).logits
         got = AutoModelForCausalLM.from_pretrained(merged)(input_ids=ids).logits
         base = AutoModelForCausalLM.from_pretrained(thinking_tiny_dir)(input_ids=ids).logits
     assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, base, atol=1e-4)
     gen = SpecExitGenerator.from_pretrained(merged)  # the package loads it as a thinking target
     assert gen.think_end_id is not None and not (tmp_path / "merged.tmp").exists()
+
+
+def test_wrapping_and_merging_with_peft_raise_no_deprecation_warning(thinking_tiny_dir, tmp_path):
+    """peft reads a property transformers deprecated; the test run (and a user's run) shows no FutureWarning."""
+    pytest.importorskip("peft")
+    import warnings
+
+    from specexit.reasoner.merge import merge_adapter
+    from specexit.reasoner.tokenizer import load_thinking_tokenizer
+    from specexit.reasoner.tune import TuneConfig, build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        model = build_model(thinking_tiny_dir, load_thinking_tokenizer(thinking_tiny_dir), TuneConfig())
+        model.save_pretrained(str(tmp_path / "adapter"))
+        merge_adapter(thinking_tiny_dir, tmp_path / "adapter", thinking_tiny_dir, tmp_path / "merged")
+    with pytest.warns(FutureWarning, match="is_gradient_checkpointing"):  # the silenced warning is still there
+        from peft import get_peft_model
+
+        get_peft_model(model.merge_and_unload(), model.peft_config["default"])
 
 
 def test_a_trace_longer_than_max_len_is_left_out_not_cut(thinking_tiny_dir):

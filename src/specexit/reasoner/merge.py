@@ -11,6 +11,7 @@ import torch
 
 from ..errors import ConfigError
 from .tokenizer import load_thinking_tokenizer
+from .tune import peft_wrapping
 
 
 def check_adapter_dir(adapter_dir: str | Path) -> None:
@@ -34,7 +35,8 @@ def merge_adapter(
     check_adapter_dir(adapter_dir)
     tok = load_thinking_tokenizer(tokenizer_dir)
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with peft_wrapping():
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     stage = out.with_name(out.name + ".tmp")
     shutil.rmtree(stage, ignore_errors=True)
     # the model stops at the end of its turn; Qwen3's template ends turns with <|im_end|>

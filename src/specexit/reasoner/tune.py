@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,6 +82,16 @@ def think_token_ids(tok) -> list[int]:
     return [vocab[t] for t in THINK_TOKENS]
 
 
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """peft 0.21.2 (the newest) reads ``model.is_gradient_checkpointing`` whenever it wraps a model, a property
+    transformers 5 deprecated (a FutureWarning per call, removal in v6): nothing our code or a user can act
+    on, so that one warning is silenced while peft wraps; any other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def build_model(base_dir: str | Path, tok, cfg: TuneConfig):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -93,7 +106,8 @@ def build_model(base_dir: str | Path, tok, cfg: TuneConfig):
         targets["lm_head"] = ids
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                       target_modules=list(cfg.target_modules), trainable_token_indices=targets)  # fmt: skip
-    return get_peft_model(model, lora)
+    with peft_wrapping():
+        return get_peft_model(model, lora)
 
 
 def _save_checkpoint(out: Path, model, opt, sched, state: dict) -> None:
