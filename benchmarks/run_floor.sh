@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The floor benchmark of docs/performance.md (issue #22): about 20 minutes on 2 cores, nothing else running.
-# Needs: specexit models get qwen2.5-coder-0.5b --install; specexit models get smollm2-135m --install
+# Needs: specexit models get qwen2.5-coder-0.5b --install; specexit models get smollm2-135m --install;
+# specexit models get qwen2.5-coder-0.5b-think
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/floor}
@@ -15,4 +16,6 @@ run smollm2-bf16 --model smollm2-135m --dtype bfloat16 --prompts 3 --new-tokens 
 run smollm2-bf16-forced --model smollm2-135m --dtype bfloat16 --accept forced --prompts 3 --new-tokens 128
 run smollm2-bf16-forced-ctx2k --model smollm2-135m --dtype bfloat16 --accept forced --context 2048 --prompts 2 --new-tokens 96
 run qwen0.5b-bf16-forced-ctx2k --model qwen2.5-coder-0.5b --dtype bfloat16 --accept forced --context 2048 --prompts 2 --new-tokens 96
+# the thinking model of docs/reasoner.md with its shipped draft (needs specexit models get qwen2.5-coder-0.5b-think)
+run qwen0.5b-think-bf16 --model qwen2.5-coder-0.5b-think --dtype bfloat16 --prompts 3 --new-tokens 192
 python benchmarks/summarize_floor.py "$out"

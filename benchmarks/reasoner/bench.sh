@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The reasoning model's benchmark (docs/benchmarks.md "The reasoning model"): every method through this
-# package's engine on a subset of each dataset, T = 0.6, seed 0; latency per question, side by side.
+# package's engine on a subset of each dataset, T = 0.6, top-p 0.95 (the sampling of the evaluation outputs),
+# seed 0; latency per question, side by side.
 #   BUDGET=N benchmarks/reasoner/bench.sh [OUT_DIR]      (BUDGET: the token count of budget:N and
 #   boundary-budget:N, chosen to match the calibrated rule's cut in exit_replay_heldout.json)
 # Accuracy at scale comes from the replay over all labelled outputs (calibrate.sh); this run measures what a
 # replay cannot: wall time, acceptance, and the methods that generate (paper defaults, probe, budgets, nothink).
 # Two shards, one per core with one torch thread each; all methods of a question run in the same process, so
-# their latencies compare.  Subsets: every 28th held-out problem (12) and every 16th gsm8k100 problem (7).
+# their latencies compare.  Subsets: every 42nd held-out problem (8) and every 20th gsm8k100 problem (5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 M=${TARGET:-$(specexit models get qwen2.5-coder-0.5b-think | tail -1)}
@@ -17,7 +18,7 @@ METHODS=${METHODS:-"vanilla,spec,specexit,calibrated,budget:$BUDGET,boundary-bud
 E=runs/think-eval
 python - <<'PY'
 import json
-for name, step in (("heldout", 28), ("gsm8k100", 16)):
+for name, step in (("heldout", 42), ("gsm8k100", 20)):
     lines = open(f"runs/think-eval/{name}.jsonl").read().splitlines()
     open(f"runs/think-eval/{name}-bench.jsonl", "w").write("\n".join(lines[::step]) + "\n")
 PY
@@ -28,7 +29,7 @@ specexit --threads 1 bench --target "$M" --draft $D --dataset $E/heldout-bench.j
 rm -rf "$OUT/warm-up"
 for ds in heldout gsm8k100; do
   args=(bench --target "$M" --draft $D --dataset $E/$ds-bench.jsonl --methods "$METHODS" --seeds 0
-        --temperature 0.6 --max-new-tokens 1536 --tree auto --dtype bfloat16 --out "$OUT/$ds" --no-progress)
+        --temperature 0.6 --top-p 0.95 --max-new-tokens 1536 --tree auto --dtype bfloat16 --out "$OUT/$ds" --no-progress)
   taskset -c 0 specexit --threads 1 "${args[@]}" --shard 0/2 &
   taskset -c 1 specexit --threads 1 "${args[@]}" --shard 1/2
   wait

@@ -11,7 +11,6 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-runs/think-draft}
 M=${TARGET:-$(specexit models get qwen2.5-coder-0.5b-think | tail -1)}
 VLLM_PY=${VLLM_PY:-/work/vllm-venv/bin/python}
-STEPS=${STEPS:-200}
 PIN=${PIN:-"taskset -c 1"}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT"
@@ -32,6 +31,10 @@ $PIN specexit --threads 1 train labels --target "$M" --out "$OUT" --dtype bfloat
 # 4. draft vocabulary, offline bf16 target features, the draft (MLP 1,024 wide, bf16: < 25 MB)
 $PIN specexit --threads 1 train vocab --target "$M" --out "$OUT" --draft-vocab 4096
 $PIN specexit --threads 1 train hidden --target "$M" --out "$OUT" --dtype bfloat16
-$PIN specexit --threads 1 train draft --target "$M" --out "$OUT" --features offline --max-steps "$STEPS" \
-    --batch 4 --lr 5e-4 --ttt-steps 4 --max-len 1024 --ckpt-every 20 --eval-every 50 --draft-vocab 4096 \
-    --draft-intermediate 1024 --save-dtype bfloat16 --no-progress
+# the shipped draft: 200 steps (the warm-up is 10% of them), then resumed to 400 at the same constant lr, as
+# it was made (the second run came a session later, resuming from the step-200 checkpoint)
+for STEPS in 200 400; do
+  $PIN specexit --threads 1 train draft --target "$M" --out "$OUT" --features offline --max-steps "$STEPS" \
+      --batch 4 --lr 5e-4 --ttt-steps 4 --max-len 1024 --ckpt-every 20 --eval-every 50 --draft-vocab 4096 \
+      --draft-intermediate 1024 --save-dtype bfloat16 --no-progress
+done
