@@ -79,7 +79,8 @@ def load(model: str, dtype: str) -> tuple[SpecExitGenerator, str]:
         path = get_model(model)
     target = TargetModel.from_pretrained(path, dtype=dtype)
     # the shipped draft of the testbed or of a zoo model (the zoo's registry says which ship one)
-    draft_dir = ASSETS / "testbed-draft" if model == "testbed" else shipped_draft_or_none(model)
+    # (an HF folder of a zoo model, such as `specexit models get qwen2.5-coder-0.5b-think`'s, goes by its name)
+    draft_dir = ASSETS / "testbed-draft" if model == "testbed" else shipped_draft_or_none(Path(model).name)
     if draft_dir is not None:
         draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=resolve_dtype(dtype))
     else:  # no trained draft: an untrained one of the usual shape (its cost does not depend on its weights)

@@ -226,3 +226,17 @@ def test_report_only_summarises_the_questions_every_method_finished(tiny, tmp_pa
     bare = ["bench", "--target", "t", "--dataset", "d", "--out", str(empty), "--report-only", "--methods", "spec"]
     assert cli_main(bare) == 2
     assert "no results*.jsonl" in capsys.readouterr().err
+
+
+def test_the_plots_are_drawn_when_a_method_gets_every_problem_right(tmp_path):
+    """Wilson's upper bound for 6 of 6 rounds to just under 1.0; the error bar must not go negative."""
+    pytest.importorskip("matplotlib")
+    from specexit.bench.report import plots, summarize
+
+    results = [{"problem_id": f"p{i}", "method": m, "seed": 0, "correct": m == "spec" or i < 4, "extracted": True,
+                "thinking_tokens": 100 + i, "total_tokens": 120 + i, "latency_s": 1.0 + i / 10,
+                "mean_accept_length": 3.0, "exited_early": False, "exit": None, "finish_reason": "stop"}
+               for i in range(6) for m in ("vanilla", "spec")]  # fmt: skip
+    rows = summarize(results)
+    assert rows["spec"]["accuracy"] == 1.0 and rows["spec"]["accuracy_ci95"][1] < 1.0  # the rounding case
+    assert plots(results, rows, tmp_path)

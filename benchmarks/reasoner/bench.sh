@@ -34,5 +34,5 @@ for ds in ${DATASETS:-heldout gsm8k100}; do
   taskset -c 0 specexit --threads 1 "${args[@]}" --shard 0/2 &
   taskset -c 1 specexit --threads 1 "${args[@]}" --shard 1/2
   wait
-  specexit bench "${args[@]}" --report-only
+  specexit "${args[@]}" --report-only
 done

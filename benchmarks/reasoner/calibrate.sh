@@ -5,8 +5,8 @@
 # 224 problems of the held-out generators that no reported number uses: the 64 that chose between the
 # fine-tuning rounds and 160 beyond the 350 evaluated; made by the snippet below, outputs by `train traces`
 # with evaluate.sh's settings, labels as there).
-# 1. `specexit calibrate` on the tuning pool at EPS = 1 point, delta = 0.1, installed beside the shipped draft:
-#    the rule `calibrated` runs by default;
+# 1. `specexit calibrate` on the tuning pool at EPS = 1, 2, then 5 points (the first certified), delta = 0.1,
+#    installed beside the shipped draft: the rule `calibrated` runs by default;
 # 2. the draft's signals at every boundary of the reported outputs (held-out, gsm8k100): recorded only;
 # 3. exit_replay.py with the installed policy on them; the repeated random splits over held-out + tuning.
 set -euo pipefail
@@ -27,9 +27,16 @@ train = {p.question for p in make_mix(480, 70, "train")}
 write_problems(sys.argv[1], [p for p in make_mix(420, 70, "heldout") if p.question not in reported | train])
 PY
 fi
-specexit --threads "$THREADS" calibrate --target "$M" --draft $D --data $T/think --risk 0.01 --delta 0.1 \
-    --dtype bfloat16 --out $T/cal --install --no-progress || [ $? -eq 1 ]  # 1: no rule certified (said on stdout)
-cp $T/cal/calibration.json $R/calibration_tune.json
+# the smallest risk at which a rule is certified, 1 point first (146 certification problems: 5 points here)
+rm -f $D/exit_policy.json
+for EPS in 1 2 5; do
+  specexit --threads "$THREADS" calibrate --target "$M" --draft $D --data $T/think --risk "0.0$EPS" --delta 0.1 \
+      --dtype bfloat16 --out $T/cal --install --no-progress || [ $? -eq 1 ]  # 1: no rule certified (said on stdout)
+  cp $T/cal/calibration.json $R/calibration_tune_eps$EPS.json
+  [ -f $D/exit_policy.json ] && break
+done
+python benchmarks/reasoner/exit_replay.py $T/think --signals $T/cal/signals.jsonl --policy $D/exit_policy.json \
+    --json $R/exit_replay_tune.json
 for ds in heldout gsm8k100; do
   python - "$M" $D $E/$ds-think "$THREADS" <<'PY'
 import sys
@@ -54,4 +61,4 @@ with open(sys.argv[3], "w") as out:
             out.write(json.dumps(row) + "\n")
 PY
 python benchmarks/calibration/splits.py $T/split-pool.jsonl --eps 0.005,0.01,0.02,0.05 --delta 0.1 --splits 20 \
-    --test-fraction 0.4 --json $R/calibration_splits.json
+    --test-fraction 0.3 --json $R/calibration_splits.json

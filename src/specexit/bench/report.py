@@ -142,7 +142,12 @@ def plots(results: list[dict], rows: dict, out_dir: str | Path) -> list[Path]:
     for m, r in rows.items():
         lo, hi = r["accuracy_ci95"]
         ax.errorbar(
-            r["latency_s"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]], fmt="o", capsize=3
+            # clipped at 0: Wilson's bound for k = n can round to a hair under the accuracy itself
+            r["latency_s"],
+            r["accuracy"],
+            yerr=[[max(0.0, r["accuracy"] - lo)], [max(0.0, hi - r["accuracy"])]],
+            fmt="o",
+            capsize=3,
         )
         # methods that land on (nearly) the same point get their labels stacked, not printed over each other
         near = sum(
