@@ -17,5 +17,9 @@ run smollm2-bf16-forced --model smollm2-135m --dtype bfloat16 --accept forced --
 run smollm2-bf16-forced-ctx2k --model smollm2-135m --dtype bfloat16 --accept forced --context 2048 --prompts 2 --new-tokens 96
 run qwen0.5b-bf16-forced-ctx2k --model qwen2.5-coder-0.5b --dtype bfloat16 --accept forced --context 2048 --prompts 2 --new-tokens 96
 # the thinking model of docs/reasoner.md with its shipped draft (needs specexit models get qwen2.5-coder-0.5b-think)
-run qwen0.5b-think-bf16 --model "$(specexit models get qwen2.5-coder-0.5b-think | tail -1)" --dtype bfloat16 --prompts 3 --new-tokens 192
+run qwen0.5b-think-bf16 --model "$(specexit models get qwen2.5-coder-0.5b-think | tail -1)" --dtype bfloat16 --prompts 3 \
+    --new-tokens 128 --repeats 1
+# ... and on the held-out problems its draft was made for (the prompt file of benchmarks/reasoner/evaluate.sh)
+run qwen0.5b-think-bf16-heldout --model "$(specexit models get qwen2.5-coder-0.5b-think | tail -1)" --dtype bfloat16 \
+    --dataset runs/think-eval/heldout.jsonl --prompts 3 --new-tokens 128 --repeats 1
 python benchmarks/summarize_floor.py "$out"
