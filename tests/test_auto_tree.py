@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, AutoTreePlanner
+from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, MIN_SEEN, AutoTreePlanner
 from specexit.cli_options import AUTO_BOUNDS, parse_tree
 from specexit.draft import init_draft
 from specexit.engine import SpecExitGenerator
@@ -93,6 +93,35 @@ def test_calibration_is_learned_per_depth():
     assert blind.best_size(ws, 1, 2.0)[0] == 1
     # a child never counts for more than its parent
     assert forced.weight(0.25, 2, parent_weight=0.3) == 0.3
+
+
+def test_an_unverified_depth_continues_the_trend_of_the_depths_above_it():
+    # a draft whose chain the target always accepts, seen only at depth 1 (the planner never verified
+    # deeper): where every depth kept its prior, a depth-2 node of path probability 0.25 counted 0.2
+    # tokens and the chain was never tried deeper, so nothing could be learned there
+    under = AutoTreePlanner(cost_table(5.0), max_nodes=64, max_depth=8)
+    _chain_rounds(under, [0.5], accepted=1, rounds=30)
+    assert under.depth_factor(1) == pytest.approx(2.0, rel=0.05)
+    c1 = under.depth_factor(1)
+    assert [under.depth_factor(d) for d in (2, 3)] == pytest.approx([c1**2, c1**3])  # depth 1's trend goes on
+    chain = [(0.5, under.weight(0.5, 1)), (0.25, under.weight(0.25, 2, under.weight(0.5, 1)))]
+    assert [w for _, w in chain] == pytest.approx([1.0, 1.0], abs=0.02)
+    assert under.best_size([w for _, w in chain], 1, 2.0)[0] == 2
+    fresh = AutoTreePlanner(cost_table(5.0), max_nodes=64, max_depth=8)
+    assert fresh.best_size([fresh.weight(0.5, 1), fresh.weight(0.25, 2)], 1, 2.0)[0] < 2
+    # one round at depth 1 is not yet a trend: the deeper depths keep their prior
+    once = AutoTreePlanner(cost_table(5.0), max_nodes=64, max_depth=8)
+    _chain_rounds(once, [0.5], accepted=1, rounds=MIN_SEEN - 1)
+    assert once.depth_factor(2) == fresh.depth_factor(2)
+    # an over-confident draft (a third of what it predicts at depth 1) is expected to stay so deeper
+    over = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    for accepted in [1, 0, 0] * 30:
+        _chain_rounds(over, [0.9], accepted=accepted, rounds=1)
+    assert over.depth_factor(2) < over.depth_factor(1) < 1.0
+    # a depth verified often enough has its own factor, whatever the trend above it says
+    mixed = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _chain_rounds(mixed, [0.5, 0.25], accepted=1, rounds=60)
+    assert mixed.depth_factor(1) == pytest.approx(2.0, rel=0.05) and mixed.depth_factor(2) < 0.05
 
 
 def _feed(planner: AutoTreePlanner, *, on_tokens: float, on_ms: float, off_ms: float, rounds: int) -> list[bool]:

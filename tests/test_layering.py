@@ -17,12 +17,14 @@ PACKAGE = "specexit"
 # the data path's core: propose -> verify -> exit policy, and what both backends build results with
 CORE = (
     "answer_trigger",
+    "attention",
     "auto_tree",
     "backend",
     "boundaries",
     "chat",
     "detokenize",
     "draft",
+    "draft_decode",
     "errors",
     "exit_control",
     "exit_policy",

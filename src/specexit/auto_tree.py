@@ -38,6 +38,7 @@ from .round_cost import RoundCost
 
 MIN_BACKOFF, MAX_BACKOFF = 4, 64
 MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower than plain decoding
+MIN_SEEN = 3  # rounds that verified a depth before its own calibration factor is trusted
 LOOKAHEAD = 3  # draft steps the depth decision looks ahead
 
 
@@ -87,7 +88,17 @@ class PlannerMemory:
     backoff: int
 
 
-_CARRIED = ("depth_acc", "depth_mass", "target_scale", "draft_scale", "overhead", "top1", "off_tokens", "off_ms")
+_CARRIED = (
+    "depth_acc",
+    "depth_mass",
+    "depth_seen",
+    "target_scale",
+    "draft_scale",
+    "overhead",
+    "top1",
+    "off_tokens",
+    "off_ms",
+)
 
 
 class AutoTreePlanner:
@@ -99,6 +110,8 @@ class AutoTreePlanner:
         # path-probability mass at depth d; c_d = their ratio (prior 0.8)
         self.depth_acc = [Ema(0.8) for _ in range(max_depth + 2)]
         self.depth_mass = [Ema(1.0) for _ in range(max_depth + 2)]
+        self.depth_seen = [0] * (max_depth + 2)  # rounds that verified nodes of depth d
+        self._factors: list[float] | None = None  # c_d by depth, recomputed after each observed round
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
         self.draft_scale = Ema(1.0)
         # the rest of a round: verification and Python (~5% of a forward) plus the draft's commit of the
@@ -130,6 +143,7 @@ class AutoTreePlanner:
     def _recall(self, m: PlannerMemory) -> None:
         for k, ema in m.emas.items():
             setattr(self, k, copy.deepcopy(ema))
+        self._factors = None
         self._backoff = m.backoff
         # speculation that was off stays off for the rest of its back-off (at least one round); a draft
         # that was on is judged afresh on the new request's rounds
@@ -150,8 +164,27 @@ class AutoTreePlanner:
 
     def depth_factor(self, depth: int) -> float:
         """c_d: accepted / predicted at this depth."""
-        d = min(depth, len(self.depth_acc) - 1)
-        return self.depth_acc[d].value / max(self.depth_mass[d].value, 1e-6)
+        if self._factors is None:
+            self._factors = self._depth_factors()
+        return self._factors[min(depth, len(self._factors) - 1)]
+
+    def _depth_factors(self) -> list[float]:
+        """c_d for every depth.  A depth verified in fewer than MIN_SEEN rounds has no factor of its own
+        yet: it continues the trend of the deepest trusted depth D, c_d = c_D (c_D / c_{D-1})^(d - D)
+        (c_0 = 1: the root is always accepted), so a draft found under-confident at depth 1 (a target that
+        accepts more than it predicts) is tried deeper, and learns there, instead of never being verified
+        past the depth its prior allows; one found over-confident is expected to stay so.  Before any depth
+        is trusted every depth keeps its prior."""
+        n = len(self.depth_acc)
+        own = [1.0] + [self.depth_acc[d].value / max(self.depth_mass[d].value, 1e-6) for d in range(1, n)]
+        out, deepest = list(own), 0
+        for d in range(1, n):
+            if self.depth_seen[d] >= MIN_SEEN and deepest == d - 1:
+                deepest = d
+            elif deepest:
+                trend = own[deepest] / max(own[deepest - 1], 1e-6)
+                out[d] = min(own[deepest] * trend ** (d - deepest), 1e6)
+        return out
 
     def weight(self, prob: float, depth: int, parent_weight: float = 1.0) -> float:
         """The chance the target accepts a node of path probability ``prob`` at ``depth``."""
@@ -225,6 +258,8 @@ class AutoTreePlanner:
                 if mass[d] > 0:  # the accepted path holds one node of each depth up to its length
                     self.depth_mass[d].add(mass[d])
                     self.depth_acc[d].add(1.0 if accepted >= d else 0.0)
+                    self.depth_seen[d] += 1
+            self._factors = None
         st = self.stats
         if drafted:
             self._on_rounds += 1

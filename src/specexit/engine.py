@@ -377,7 +377,10 @@ class SpecExitGenerator:
             t_draft = (time.perf_counter() - t_draft) * 1e3
             with timed("tree_inputs"):
                 past = cache.get_seq_length()
-                ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
+                if len(tree):
+                    ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
+                else:  # no tree: a plain causal step, as plain decoding runs it (no mask to build)
+                    ids, pos, mask = torch.tensor([pending]), None, None
             t_target = time.perf_counter()
             with timed("target_forward"):
                 logits, hidden = target.forward(ids, cache, pos, mask)
@@ -391,8 +394,9 @@ class SpecExitGenerator:
                     else verify_sampling(node_logits, tree, sampling, gen)
                 )
                 acc = verdict.accepted
-            with timed("kv_compact"):
-                compact_cache(cache, past + p, acc)
+            if len(tree):  # without a tree the cache holds exactly the pending tokens already
+                with timed("kv_compact"):
+                    compact_cache(cache, past + p, acc)
             with timed("signals_exit"):
                 emitted = [tree.tokens[i] for i in acc] + [verdict.bonus]
                 known = torch.cat([hidden[:p], hidden[[p + i for i in acc]]]) if acc else hidden[:p]

@@ -21,6 +21,7 @@ import torch
 
 from .auto_tree import AutoTreePlanner
 from .draft import DraftKV, Eagle3Draft
+from .draft_decode import decoder_for
 from .errors import ConfigError
 from .sampling import SamplingParams, gumbel_topk, probs_from_logits
 from .tree import DraftTree
@@ -74,6 +75,7 @@ class DraftProposer:
         self.last_logits: torch.Tensor | None = None
         self.last_pos = -1
         self.vocab_map = draft.draft_to_target
+        self.decoder = decoder_for(draft)  # the draft's layer and head in packed form (draft_decode.py)
 
     @torch.inference_mode()
     def commit(self, fused: torch.Tensor, next_tokens: list[int]) -> None:
@@ -100,10 +102,10 @@ class DraftProposer:
         t = fused.shape[0]
         pos = torch.arange(start, start + t)
         ids = torch.tensor(next_tokens, dtype=torch.long)
-        h = self.draft.layer(fused.to(self.dtype), ids, pos, self.kv, _causal_mask(start, t, self.dtype))
+        h = self.decoder.layer(fused.to(self.dtype), ids, pos, self.kv, _causal_mask(start, t, self.dtype))
         self.kv.commit()
         self.last_hidden, self.last_pos = h[-1], start + t - 1
-        self.last_logits = self.draft.logits(h[-1:])[0]
+        self.last_logits = self.decoder.logits(h[-1:])[0]
 
     def _expand(self, logits: torch.Tensor, gen: torch.Generator | None):
         """Children of m nodes at once, from draft logits [m, Vd]: target ids [m][k] (in draw order),
@@ -194,11 +196,11 @@ class DraftProposer:
             hid = torch.stack([hidden_of[parents[i]] for i in expand])
             ids = torch.tensor([tokens[i] for i in expand], dtype=torch.long)
             pos = torch.full((len(expand),), self.last_pos + depth, dtype=torch.long)
-            h = self.draft.layer(hid, ids, pos, self.kv, mask)
+            h = self.decoder.layer(hid, ids, pos, self.kv, mask)
             for row, node in enumerate(expand):
                 slot_of[node] = n_past + row
                 hidden_of[node] = h[row]
-            frontier = add_children(expand, self.draft.logits(h), depth + 1)
+            frontier = add_children(expand, self.decoder.logits(h), depth + 1)
         self.kv.drop_scratch()
 
         order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))

@@ -26,7 +26,7 @@ from .machine import cache_dir, cpu_model, isa_flags
 
 TARGET_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 CONTEXT = 128  # positions already in the cache while timing (a short prompt)
-COST_VERSION = 1  # bump when what is measured changes: old cache files are then ignored
+COST_VERSION = 2  # bump when what is measured changes (v2: engine attention, packed draft decoder)
 
 
 @dataclass(frozen=True)
