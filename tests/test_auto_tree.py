@@ -95,21 +95,22 @@ def test_calibration_is_learned_per_depth():
     assert forced.weight(0.25, 2, parent_weight=0.3) == 0.3
 
 
-def test_an_unverified_depth_continues_the_trend_of_the_depths_above_it():
+def test_an_unverified_depth_takes_the_factor_of_the_deepest_verified_one():
     # a draft whose chain the target always accepts, seen only at depth 1 (the planner never verified
-    # deeper): where every depth kept its prior, a depth-2 node of path probability 0.25 counted 0.2
+    # deeper): where every depth kept its prior (0.8), a depth-2 node of path probability 0.25 counted 0.2
     # tokens and the chain was never tried deeper, so nothing could be learned there
     under = AutoTreePlanner(cost_table(5.0), max_nodes=64, max_depth=8)
     _chain_rounds(under, [0.5], accepted=1, rounds=30)
-    assert under.depth_factor(1) == pytest.approx(2.0, rel=0.05)
     c1 = under.depth_factor(1)
-    assert [under.depth_factor(d) for d in (2, 3)] == pytest.approx([c1**2, c1**3])  # depth 1's trend goes on
-    chain = [(0.5, under.weight(0.5, 1)), (0.25, under.weight(0.25, 2, under.weight(0.5, 1)))]
-    assert [w for _, w in chain] == pytest.approx([1.0, 1.0], abs=0.02)
-    assert under.best_size([w for _, w in chain], 1, 2.0)[0] == 2
+    assert c1 == pytest.approx(2.0, rel=0.05)
+    assert [under.depth_factor(d) for d in (2, 3, 8)] == [c1] * 3
     fresh = AutoTreePlanner(cost_table(5.0), max_nodes=64, max_depth=8)
-    assert fresh.best_size([fresh.weight(0.5, 1), fresh.weight(0.25, 2)], 1, 2.0)[0] < 2
-    # one round at depth 1 is not yet a trend: the deeper depths keep their prior
+    assert under.weight(0.25, 2) == pytest.approx(0.5, rel=0.05) and fresh.weight(0.25, 2) == pytest.approx(0.2)
+    # where a verified token costs half a forward, the 0.5 token pays for its verification, the 0.2 does not
+    nodes = [(0.5, under.weight(0.5, 1))]
+    assert under.expansion(nodes, nodes, 1, 2.0, depth=1) >= 1
+    assert fresh.expansion([(0.5, fresh.weight(0.5, 1))], [(0.5, fresh.weight(0.5, 1))], 1, 2.0, depth=1) == 0
+    # MIN_SEEN - 1 rounds at depth 1 are not enough: the deeper depths keep their prior
     once = AutoTreePlanner(cost_table(5.0), max_nodes=64, max_depth=8)
     _chain_rounds(once, [0.5], accepted=1, rounds=MIN_SEEN - 1)
     assert once.depth_factor(2) == fresh.depth_factor(2)
@@ -117,11 +118,30 @@ def test_an_unverified_depth_continues_the_trend_of_the_depths_above_it():
     over = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
     for accepted in [1, 0, 0] * 30:
         _chain_rounds(over, [0.9], accepted=accepted, rounds=1)
-    assert over.depth_factor(2) < over.depth_factor(1) < 1.0
-    # a depth verified often enough has its own factor, whatever the trend above it says
+    assert over.depth_factor(2) == over.depth_factor(1) < 0.6 * fresh.depth_factor(2)
+    # a depth verified often enough has its own factor, whatever the depth above it says
     mixed = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
     _chain_rounds(mixed, [0.5, 0.25], accepted=1, rounds=60)
     assert mixed.depth_factor(1) == pytest.approx(2.0, rel=0.05) and mixed.depth_factor(2) < 0.05
+
+
+def test_siblings_share_their_parents_chance_and_the_likeliest_nodes_are_kept(tmp_path):
+    """At most one child of a node is accepted: in rank order the children share what the parent's chance
+    leaves, so a draft whose target takes its top child every time (forced acceptance: c_d huge) verifies a
+    chain, not the top child's siblings, which used to count c_d times their own probability each."""
+    target = TargetModel.from_pretrained(make_tiny("qwen3", tmp_path / "t", vocab_size=100))
+    draft = init_draft(target)
+    planner = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=4)
+    _chain_rounds(planner, [1e-3, 1e-6, 1e-9, 1e-12], accepted=4, rounds=60)  # the top child always accepted
+    assert planner.depth_factor(1) > 500  # any top child of probability >= 1/500 is sure ...
+    proposer = DraftProposer(
+        draft, TreeConfig(total_tokens=64, depth=4, branching=4), SamplingParams(), planner=planner
+    )
+    proposer.commit(torch.randn(5, draft.cfg.hidden_size, generator=torch.Generator().manual_seed(0)), [1, 2, 3, 4, 5])
+    tree = proposer.propose()
+    # ... its siblings get nothing, and the kept tree is the 4-deep chain of top children (which by path
+    # probability ranks below the root's other children)
+    assert tree.depths == [1, 2, 3, 4] and tree.parents == [-1, 0, 1, 2]
 
 
 def _feed(planner: AutoTreePlanner, *, on_tokens: float, on_ms: float, off_ms: float, rounds: int) -> list[bool]:

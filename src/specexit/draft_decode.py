@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .draft import DraftKV, Eagle3Draft, grouped_attention
 
@@ -20,11 +21,6 @@ from .draft import DraftKV, Eagle3Draft, grouped_attention
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """LlamaRMSNorm in float32, as a fused op: weight * (x / rms(x)), in x's dtype."""
     return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
 class DraftDecoder:
@@ -69,8 +65,8 @@ class DraftDecoder:
         q, k, v = F.linear(x, self.qkv).split([hq * d, hk * d, hk * d], dim=-1)
         q, k, v = (y.view(t, n, d).transpose(0, 1) for y, n in ((q, hq), (k, hk), (v, hk)))  # [heads, T, d]
         cos, sin = self._rope(positions)  # [T, d]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q, k = apply_rotary_pos_emb(q[None], k[None], cos[None], sin[None])
+        q, k = q[0], k[0]
         if kv is not None:
             kv.append(k, v)
             k, v = kv.view()

@@ -135,6 +135,7 @@ class DraftProposer:
         depths: list[int] = []
         scores: list[float] = []
         weights: list[float] = []  # --tree auto: acceptance chances (AutoTreePlanner.weight)
+        shared: dict[int, float] = {}  # node -> the chance given to its children so far
         q_store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         hidden_of: dict[int, torch.Tensor] = {-1: self.last_hidden}
         slot_of: dict[int, int] = {}  # node -> index in the draft scratch cache
@@ -157,8 +158,11 @@ class DraftProposer:
                     depths.append(depth)
                     scores.append(base + rank)
                     if planner is not None:  # the chance the target accepts this node
-                        up = weights[parent] if parent >= 0 else 1.0
-                        weights.append(planner.weight(math.exp(base + rank), depth, up))
+                        # siblings exclude each other (one child at most is accepted): in rank order they share
+                        # what their parent's chance leaves
+                        up = (weights[parent] if parent >= 0 else 1.0) - shared.get(parent, 0.0)
+                        weights.append(planner.weight(math.exp(base + rank), depth, max(up, 0.0)))
+                        shared[parent] = shared.get(parent, 0.0) + weights[-1]
                     new.append(len(tokens) - 1)
             return new
 
@@ -170,7 +174,7 @@ class DraftProposer:
             if not expand:
                 break
             if planner is not None:
-                ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+                ranked = sorted(range(len(scores)), key=lambda i: (-weights[i], i))
                 nodes = [(math.exp(scores[i]), weights[i]) for i in ranked]
                 m = planner.expansion(nodes, [(math.exp(scores[i]), weights[i]) for i in expand], 1, draft_ms, depth)
                 if m == 0:
@@ -203,7 +207,10 @@ class DraftProposer:
             frontier = add_children(expand, self.decoder.logits(h), depth + 1)
         self.kv.drop_scratch()
 
-        order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))
+        # the planner keeps the nodes most likely accepted (a child's chance never exceeds its parent's, and
+        # ties go to the earlier-made node, so every prefix is a subtree); a fixed tree, the best-scoring
+        rank = (lambda i: (-weights[i], i)) if planner is not None else (lambda i: (-scores[i], i))
+        order = sorted(range(len(tokens)), key=rank)
         if planner is not None:
             budget, _ = planner.best_size([weights[i] for i in order], 1, draft_ms)
         else:
