@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, MIN_SEEN, AutoTreePlanner
+from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, MIN_SEEN, STALE, AutoTreePlanner
 from specexit.cli_options import AUTO_BOUNDS, parse_tree
 from specexit.draft import init_draft
 from specexit.engine import SpecExitGenerator
@@ -123,6 +123,19 @@ def test_an_unverified_depth_takes_the_factor_of_the_deepest_verified_one():
     mixed = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
     _chain_rounds(mixed, [0.5, 0.25], accepted=1, rounds=60)
     assert mixed.depth_factor(1) == pytest.approx(2.0, rel=0.05) and mixed.depth_factor(2) < 0.05
+
+
+def test_a_depth_not_verified_lately_forgets_its_factor():
+    # a draft that failed at depth 2 for a while (a passage it cannot predict) ...
+    planner = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _chain_rounds(planner, [0.5, 0.25], accepted=1, rounds=40)
+    assert planner.depth_factor(2) < 0.05
+    # ... then is verified at depth 1 only, and accepted there every time: within STALE rounds depth 2 keeps
+    # its old factor, after them it takes depth 1's, so the planner tries depth 2 again instead of never
+    _chain_rounds(planner, [0.5], accepted=1, rounds=STALE)
+    assert planner.depth_factor(2) < 0.05
+    _chain_rounds(planner, [0.5], accepted=1, rounds=1)
+    assert planner.depth_factor(2) == planner.depth_factor(1) > 1.5
 
 
 def test_siblings_share_their_parents_chance_and_the_likeliest_nodes_are_kept(tmp_path):

@@ -4,7 +4,7 @@ PyTorch's CPU SDPA kernel is slow for a few queries over a long cache: one query
 took 1.7 ms per layer in bf16 (Qwen2.5-0.5B's 14 query / 2 KV heads, head dim 64; 2-core AVX512-BF16
 EPYC), where two batched matmuls with a float32 softmax took 0.18 ms, as accurate (max error against a
 float32 reference 0.0002 vs SDPA's 0.0003); 8.8 vs 0.8 ms at 8,192 keys.  A decoding step runs it once
-per layer, so at a 2k-token context plain decoding spent about half its time in that kernel.  Up to
+per layer, so at a 2k-token context plain decoding spent about a third of its time in that kernel.  Up to
 SHORT_QUERY queries, on CPU, attention here is those matmuls (GQA without repeating KV heads); longer
 queries (prefill), caches shorter than MIN_KEYS, other devices and anything unusual go to transformers'
 SDPA path unchanged.

@@ -42,6 +42,7 @@ from .round_cost import RoundCost
 MIN_BACKOFF, MAX_BACKOFF = 4, 64
 MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower than plain decoding
 MIN_SEEN = 3  # rounds that verified a depth before its own calibration factor is trusted
+STALE = 16  # ... and it is trusted while that depth was verified within this many rounds with a tree
 LOOKAHEAD = 3  # draft steps the depth decision looks ahead
 
 
@@ -95,6 +96,7 @@ _CARRIED = (
     "depth_acc",
     "depth_mass",
     "depth_seen",
+    "depth_age",
     "target_scale",
     "draft_scale",
     "overhead",
@@ -114,6 +116,7 @@ class AutoTreePlanner:
         self.depth_acc = [Ema(0.8) for _ in range(max_depth + 2)]
         self.depth_mass = [Ema(1.0) for _ in range(max_depth + 2)]
         self.depth_seen = [0] * (max_depth + 2)  # rounds that verified nodes of depth d
+        self.depth_age = [0] * (max_depth + 2)  # rounds with a tree since depth d was last verified
         self._factors: list[float] | None = None  # c_d by depth, recomputed after each observed round
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
         self.draft_scale = Ema(1.0)
@@ -172,18 +175,20 @@ class AutoTreePlanner:
         return self._factors[min(depth, len(self._factors) - 1)]
 
     def _depth_factors(self) -> list[float]:
-        """c_d for every depth.  A depth verified in fewer than MIN_SEEN rounds has no factor of its own
-        yet: it takes the factor of the deepest trusted depth above it, so a draft found under-confident
-        (a target that accepts more than it predicts) is tried one level deeper, and learns there, instead
-        of never being verified past the depth its prior allows; one found over-confident is expected to
-        stay so.  (Continuing the trend geometrically, c_D (c_D / c_{D-1})^(d - D), was tried: the trained
-        Qwen2.5-0.5B draft's trees grew to 21 nodes under forced acceptance, 0.54 of chain:4's speed.)
-        Before any depth is trusted every depth keeps its prior."""
+        """c_d for every depth.  A depth verified in fewer than MIN_SEEN rounds, or not in the last STALE
+        rounds with a tree, has no factor of its own (yet, or any more: a factor learned while the draft
+        failed, say on text it cannot predict, would keep that depth unverified, and so unlearned, for
+        good): it takes the factor of the deepest trusted depth above it.  So a draft found
+        under-confident (the target accepts more than it predicts) is tried one level deeper, and learns
+        there, instead of never being verified past the depth its prior allows; one found over-confident
+        is expected to stay so.  (Continuing the trend geometrically, c_D (c_D / c_{D-1})^(d - D), was
+        tried: the trained Qwen2.5-0.5B draft's trees grew to 21 nodes under forced acceptance, 0.54 of
+        chain:4's speed.)  Before any depth is trusted every depth keeps its own value."""
         n = len(self.depth_acc)
         own = [1.0] + [self.depth_acc[d].value / max(self.depth_mass[d].value, 1e-6) for d in range(1, n)]
         out, deepest = list(own), 0
         for d in range(1, n):
-            if self.depth_seen[d] >= MIN_SEEN and deepest == d - 1:
+            if self.depth_seen[d] >= MIN_SEEN and self.depth_age[d] <= STALE and deepest == d - 1:
                 deepest = d
             elif deepest:
                 out[d] = own[deepest]
@@ -254,6 +259,7 @@ class AutoTreePlanner:
             self.draft_scale.add(min(max(draft_ms / (draft_steps * self.cost.draft_step(1)), 0.2), 5.0))
         self.overhead.add(max(round_ms - target_ms - draft_ms, 0.0))
         if tree_probs:
+            self.depth_age = [a + 1 for a in self.depth_age]
             mass = [0.0] * (max(tree_depths) + 1)
             for p, d in zip(tree_probs, tree_depths, strict=True):
                 mass[d] += p
@@ -262,6 +268,7 @@ class AutoTreePlanner:
                     self.depth_mass[d].add(mass[d])
                     self.depth_acc[d].add(1.0 if accepted >= d else 0.0)
                     self.depth_seen[d] += 1
+                    self.depth_age[d] = 0
             self._factors = None
         st = self.stats
         if drafted:
