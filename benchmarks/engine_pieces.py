@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,18 +27,12 @@ import floor
 from specexit.attention import ENGINE_ATTENTION, short_query_attention
 from specexit.machine import machine_info
 from specexit.proposer import DraftProposer, TreeConfig
+from specexit.round_cost import median_ms as cost_median_ms
 from specexit.sampling import SamplingParams
 
 
-def median_ms(fn, reps: int = 30, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return round(statistics.median(out), 4)
+def median_ms(fn, reps: int = 30) -> float:
+    return round(cost_median_ms(fn, reps, warmup=3), 4)
 
 
 def attention_rows() -> list[dict]:

@@ -99,7 +99,7 @@ def costs_dir() -> Path:
     return cache_dir() / "round-cost"
 
 
-def _median_ms(fn, reps: int, warmup: int = 2) -> float:
+def median_ms(fn, reps: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
     out = []
@@ -131,7 +131,7 @@ def measure(target, draft, branching: int = 8, reps: int = 5, sizes: tuple[int, 
             target.forward(ids, cache, pos, mask)
             cache.keep_first(CONTEXT)
 
-        target_ms.append(_median_ms(run, reps))
+        target_ms.append(median_ms(run, reps))
     target.forward_calls -= (reps + 2) * len(sizes) + 1  # measuring is not decoding
     draft_sizes, draft_ms, commit_sizes, commit_ms = (1,), (0.0,), (1,), (0.0,)
     if draft is not None:
@@ -145,7 +145,7 @@ def measure(target, draft, branching: int = 8, reps: int = 5, sizes: tuple[int, 
             deep = DraftProposer(draft, TreeConfig(total_tokens=2 * m, depth=2, branching=m), SamplingParams())
             for p in (shallow, deep):
                 p.commit(fused, prompt[0].tolist())
-            draft_ms.append(max(_median_ms(deep.propose, reps) - _median_ms(shallow.propose, reps), 0.0))
+            draft_ms.append(max(median_ms(deep.propose, reps) - median_ms(shallow.propose, reps), 0.0))
         p = DraftProposer(draft, TreeConfig(), SamplingParams())
         p.commit(fused, prompt[0].tolist())
         for t in commit_sizes:
@@ -154,7 +154,7 @@ def measure(target, draft, branching: int = 8, reps: int = 5, sizes: tuple[int, 
                 p.commit(fused[:t], prompt[0, :t].tolist())
                 p.kv.crop(CONTEXT)
 
-            commit_ms.append(_median_ms(commit, reps))
+            commit_ms.append(median_ms(commit, reps))
     facts = cost_facts(target, draft)
     return RoundCost(key=cost_key(facts), sizes=tuple(sizes), target_ms=tuple(target_ms),
                      draft_sizes=tuple(draft_sizes), draft_step_ms=tuple(draft_ms), commit_sizes=tuple(commit_sizes),

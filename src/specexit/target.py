@@ -204,10 +204,11 @@ def _decode_ms(target: TargetModel, reps: int = 3) -> float:
 def use_engine_attention(model: torch.nn.Module) -> None:
     """Decode and verify with the engine's short-query attention (``attention.py``: several times faster
     than CPU SDPA for a few queries over a long cache); a model that cannot switch keeps its own."""
-    from .attention import register
-
     if getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager", None):
-        with contextlib.suppress(ValueError, AttributeError, NotImplementedError):
+        # a transformers without the attention interfaces (or a model that cannot switch) keeps SDPA
+        with contextlib.suppress(ImportError, ValueError, AttributeError, NotImplementedError):
+            from .attention import register
+
             model.set_attn_implementation(register())
 
 
