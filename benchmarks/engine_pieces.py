@@ -1,6 +1,6 @@
 """The micro-measurements behind docs/performance.md "Sixth session" (issue #22), in one run.
 
-- attention: CPU SDPA (GQA) vs the engine's short-query attention (``attention.short_query_attention``)
+- attention: CPU SDPA (GQA) vs the engine's short-query attention (``attention.grouped_attention``)
   per layer, Qwen2.5-0.5B's shape (14 query / 2 KV heads, head dim 64), bf16 inputs, with their max error
   against a float64 reference;
 - products: one small matrix product (the draft's shapes) in fp32 and bf16: a fixed cost per call;
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor
 
-from specexit.attention import ENGINE_ATTENTION, short_query_attention
+from specexit.attention import ENGINE_ATTENTION, grouped_attention
 from specexit.machine import machine_info
 from specexit.proposer import DraftProposer, TreeConfig
 from specexit.round_cost import median_ms as cost_median_ms
@@ -56,7 +55,7 @@ def attention_rows() -> list[dict]:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True)[0]
 
             def mine(q=q, k=k, v=v, m=fmask):
-                return short_query_attention(q[0], k[0], v[0], m, d**-0.5)
+                return grouped_attention(q[0], k[0], v[0], m, d**-0.5, float32_inputs=True)
 
             rows.append({"keys": keys, "queries": t, "sdpa_ms": median_ms(sdpa), "matmul_ms": median_ms(mine),
                          "sdpa_max_err": round((sdpa().double() - ref).abs().max().item(), 5),
@@ -127,11 +126,7 @@ def main() -> None:
     res = {"attention": attention_rows(), "products": product_rows(),
            "draft_and_step": [draft_rows(m, a.context) for m in ("smollm2-135m", "qwen2.5-coder-0.5b")],
            "threads": a.threads, "machine": machine_info(), "command": " ".join(sys.argv)}  # fmt: skip
-    text = json.dumps(res, indent=1)
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+    floor.emit(res, a.out)
 
 
 if __name__ == "__main__":

@@ -87,9 +87,8 @@ def load(model: str, dtype: str, draft_vocab: int = 4096) -> tuple[SpecExitGener
         # weights), with their draft vocabulary unless told otherwise
         draft = init_draft(target, draft_vocab_size=min(draft_vocab, target.vocab_size)).to(resolve_dtype(dtype))
     gen = SpecExitGenerator(target, load_tokenizer(path), draft)
-    return gen, str(
-        draft_dir
-    ) if draft_dir else f"untrained (init_draft, draft vocabulary {draft.cfg.draft_vocab_size})"
+    desc = str(draft_dir) if draft_dir else f"untrained (init_draft, draft vocabulary {draft.cfg.draft_vocab_size})"
+    return gen, desc
 
 
 def prompts(gen: SpecExitGenerator, dataset: str, n: int, context: int) -> list[list[int]]:
@@ -203,11 +202,16 @@ def main() -> None:
         "machine": machine_info(),
         "command": " ".join(sys.argv),
     }  # fmt: skip
+    emit(res, a.out)
+
+
+def emit(res: dict, out: str | None) -> None:
+    """Print a benchmark's JSON and write it to ``out`` too (when given)."""
     text = json.dumps(res, indent=1)
     print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

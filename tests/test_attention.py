@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specexit.attention import ENGINE_ATTENTION, MIN_KEYS, SHORT_QUERY, engine_attention, short_query_attention
+from specexit.attention import ENGINE_ATTENTION, MIN_KEYS, SHORT_QUERY, engine_attention, grouped_attention
 from specexit.target import TargetModel
 from specexit.tiny import make_tiny
 
@@ -19,7 +19,7 @@ def _sdpa(q, k, v, mask):  # float64 reference: [Hq, T, d] over [Hk, L, d] (KV h
 
 @pytest.mark.parametrize("t", [1, 3, SHORT_QUERY])
 @pytest.mark.parametrize("kind", ["none", "bool", "float"])
-def test_short_query_attention_equals_sdpa_for_each_kind_of_mask(t, kind):
+def test_grouped_attention_equals_sdpa_for_each_kind_of_mask(t, kind):
     g = torch.Generator().manual_seed(t)
     hq, hk, d, past = 6, 2, 16, 37
     q, k, v = (torch.randn(h, n, d, generator=g) for h, n in ((hq, t), (hk, past + t), (hk, past + t)))
@@ -33,7 +33,7 @@ def test_short_query_attention_equals_sdpa_for_each_kind_of_mask(t, kind):
     else:  # the engine's additive tree mask
         mask = torch.zeros(t, past + t).masked_fill(~allowed, torch.finfo(torch.float32).min)
         ref_mask = allowed
-    out = short_query_attention(q, k, v, mask, d**-0.5)
+    out = grouped_attention(q, k, v, mask, d**-0.5, float32_inputs=True)
     torch.testing.assert_close(out.double(), _sdpa(q, k, v, ref_mask), rtol=1e-5, atol=1e-5)
 
 
@@ -45,7 +45,7 @@ def test_bf16_inputs_are_computed_in_float32():
         torch.randn(2, 3000, 64, generator=g),
     )
     ref = _sdpa(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), None)
-    out = short_query_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 64**-0.5)
+    out = grouped_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 64**-0.5, float32_inputs=True)
     assert out.dtype == torch.bfloat16
     # only the output's own rounding to bf16 (2^-8 relative) is left
     torch.testing.assert_close(out.double(), ref, rtol=2**-7, atol=1e-3)
@@ -67,7 +67,7 @@ def test_long_queries_and_short_caches_go_to_sdpa_unchanged(t, keys):
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     # the matmul path is not bit-identical to SDPA: the equality above shows which path ran
     if t == 1:
-        mine = short_query_attention(q[0], k[0], v[0], mask[0, 0], 8**-0.5).transpose(0, 1)[None]
+        mine = grouped_attention(q[0], k[0], v[0], mask[0, 0], 8**-0.5, float32_inputs=True).transpose(0, 1)[None]
         assert not torch.equal(mine, ref)
 
 

@@ -15,6 +15,8 @@ built as for SDPA (boolean or none), and the engine's own float tree masks pass 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -27,25 +29,34 @@ SHORT_QUERY = 16  # up to this many queries the matmul path wins at every contex
 MIN_KEYS = 512
 
 
-def short_query_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+def grouped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float | None = None,
+    float32_inputs: bool = False,
 ) -> torch.Tensor:
-    """q [Hq, T, d] over k / v [Hk, L, d] (query head h uses KV head h // (Hq / Hk)); ``mask`` [T, L]:
-    additive float, boolean (True = attend) or None (the T queries are the last T positions, causal).
-    Scores, softmax and the weighted sum in float32, whatever the inputs' dtype.  Returns [Hq, T, d]."""
+    """Attention of q [Hq, T, d] over k / v [Hk, L, d] (GQA: query head h uses KV head h // (Hq / Hk), no
+    repeated KV heads); ``mask`` [T, L]: additive float, boolean (True = attend) or None (the T queries
+    are the last T positions, causal).  Softmax in float32; with ``float32_inputs`` the products too (the
+    target's precision, as accurate as SDPA), else in the inputs' dtype (the draft's, faster in bf16).
+    Returns [Hq, T, d] in q's dtype.  The draft's layer uses it as well (``draft.py``): its few queries
+    over a long cache are the same case."""
     hq, t, d = q.shape
     hk, n_keys = k.shape[0], k.shape[1]
-    rep = hq // hk
-    kf, vf = k.float(), v.float()  # [Hk, L, d]: no-ops in float32
-    scores = torch.matmul(q.float().reshape(hk, rep * t, d), kf.transpose(1, 2)).view(hk, rep, t, n_keys)
-    scores = scores * scale
+    rep, out_dtype = hq // hk, q.dtype
+    if float32_inputs:
+        q, k, v = q.float(), k.float(), v.float()  # no-ops in float32
+    scores = torch.matmul(q.reshape(hk, rep * t, d), k.transpose(1, 2)).view(hk, rep, t, n_keys).float()
+    scores = scores * (scale if scale is not None else 1.0 / math.sqrt(d))
     if mask is None and t > 1:
         mask = torch.ones(t, t, dtype=torch.bool).tril()
         mask = torch.cat([torch.ones(t, n_keys - t, dtype=torch.bool), mask], dim=1)  # [T, L]
     if mask is not None:  # boolean: True = attend; else additive
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    probs = torch.softmax(scores, dim=-1).view(hk, rep * t, n_keys)
-    return torch.matmul(probs, vf).view(hq, t, d).to(q.dtype)
+    probs = torch.softmax(scores, dim=-1).to(v.dtype).view(hk, rep * t, n_keys)
+    return torch.matmul(probs, v).view(hq, t, d).to(out_dtype)
 
 
 def engine_attention(
@@ -78,7 +89,7 @@ def engine_attention(
                                       **kwargs)  # fmt: skip
     mask = None if attention_mask is None else attention_mask[0, 0, :, : key.shape[2]]  # [T, L]
     scale = scaling if scaling is not None else d**-0.5
-    out = short_query_attention(query[0], key[0], value[0], mask, scale)  # [Hq, T, d]
+    out = grouped_attention(query[0], key[0], value[0], mask, scale, float32_inputs=True)  # [Hq, T, d]
     return out.transpose(0, 1)[None].contiguous(), None
 
 

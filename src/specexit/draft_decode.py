@@ -1,6 +1,6 @@
 """The draft's decoder layer and head at inference, in fewer and larger ops.
 
-A draft step is small: on a 2-core CPU each of its matrix products costs 65-100 us whatever its size up
+A draft step is small: on a 2-core CPU each of its matrix products costs 45-100 us whatever its size up
 to ~1M weights (a fixed per-call cost; measured in docs/performance.md), and the RMSNorms and the rotary
 embedding are chains of small ops.  So the proposer runs the same computation as
 ``Eagle3Draft.layer`` / ``Eagle3Draft.logits`` with q/k/v packed in one product, gate/up in another,
@@ -15,7 +15,8 @@ import torch
 from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from .draft import DraftKV, Eagle3Draft, grouped_attention
+from .attention import grouped_attention
+from .draft import DraftKV, Eagle3Draft
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
