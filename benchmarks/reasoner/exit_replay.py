@@ -12,6 +12,9 @@ span never closed counts as wrong with nothing to cut.  Rules:
   of ``--thinking-budget``; the hard cap ``budget:N`` cuts mid-sentence and has no forced answer here);
 - ``probe:T``: DEER-style, exit at the first boundary whose forced answer scores above T
   (``probe.answer_confidence``), after ``--min-thinking`` tokens;
+- ``agree:K``: consistency (Dynasor-CoT's idea), exit at the first boundary whose forced answer has now
+  been given at K boundaries; with ``--signals``, ``gated_agree:C:K`` probes only boundaries where the
+  draft's confidence is above C;
 - with ``--signals`` (``specexit calibrate`` records the draft's signals at the same boundaries): the
   draft's confidence above C at a boundary, boundary read-out, no smoothing;
 - with ``--signals``, the paper's rule (confidence > 0.8, progress > 0.3, remain < 200, EWMA 0.1) read at
@@ -36,11 +39,13 @@ from specexit.calibration.replay import TraceSignals, replay_exit
 from specexit.errors import ConfigError
 from specexit.exit_policy import ExitConfig
 from specexit.policy_file import read_policy
-from specexit.scoring import answers_equal
+from specexit.scoring import answers_equal, normalize_answer
 from specexit.train.labels import load_labels
 from specexit.train.traces import load_traces, trace_key
 
 BUDGETS = (32, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024)
+AGREE = (1, 2, 3)  # forced answers that must agree (1: the first probed boundary with any answer)
+GATES = (0.2, 0.35, 0.5, 0.7)  # draft confidence above which a boundary is probed
 THRESHOLDS = (0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
 
 
@@ -73,9 +78,15 @@ def load(folder: Path, signals_path: Path | None) -> list[dict]:
             "cuts": list(lab["cuts"]) if closed else [],
             "right": [bool(x) for x in lab["probe_correct"]] if closed else [],
             "probe": list(lab.get("probe_confidence") or []) if closed else [],
+            "answers": [normalized(a) for a in lab.get("probe_answers", [])] if closed else [],
             "signals": sig.get(trace_key(t), {}),
         })  # fmt: skip
     return rows
+
+
+def normalized(answer: str | None) -> str | None:
+    """A forced answer as a key that equal answers share (None: the probe wrote no answer)."""
+    return normalize_answer(answer) if answer else None
 
 
 def trace_exits(rows: list[dict]) -> list[TraceExits]:
@@ -139,6 +150,26 @@ def threshold_rule(values_of, threshold: float, min_thinking: int):
     return pick
 
 
+def agreement_rule(k: int, min_thinking: int, gate=None):
+    """Exit at the first boundary whose forced answer has now been given at ``k`` probed boundaries
+    (Dynasor-style consistency; ``gate(row, index)``: probe only where it says so, e.g. the draft's
+    confidence above a threshold)."""
+
+    def pick(r):
+        seen: dict[str, int] = {}
+        for i, c in enumerate(r["cuts"]):
+            if c < min_thinking or i >= len(r["answers"]) or (gate is not None and not gate(r, i)):
+                continue
+            a = r["answers"][i]
+            if a is not None:
+                seen[a] = seen.get(a, 0) + 1
+                if seen[a] >= k:
+                    return i
+        return None
+
+    return pick
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="pipeline folder with traces.jsonl and labels.jsonl")
@@ -179,15 +210,21 @@ def main() -> int:
         out["probe"] = {
             f"{t:g}": apply(rows, threshold_rule(lambda r: r["probe"], t, a.min_thinking)) for t in THRESHOLDS
         }
+    if any(r["answers"] for r in rows):
+        out["agree"] = {str(k): apply(rows, agreement_rule(k, a.min_thinking)) for k in AGREE}
     if any(r["signals"].get("confidence") for r in rows):
         conf = lambda r: r["signals"].get("confidence", [])  # noqa: E731
+        gated = lambda t: lambda r, i: i < len(conf(r)) and conf(r)[i] > t  # noqa: E731
+        out["gated_agree"] = {f"{t:g}:{k}": apply(rows, agreement_rule(k, a.min_thinking, gated(t)))
+                              for t in GATES for k in AGREE}  # fmt: skip
         out["confidence"] = {f"{t:g}": apply(rows, threshold_rule(conf, t, a.min_thinking)) for t in THRESHOLDS}
         rules = {"paper:boundary": ExitConfig(readout="boundary"), **{f"policy:{k}": v for k, v in policies.items()}}
         out["rules"] = {name: apply(rows, rule_pick(rule), paired=True) for name, rule in rules.items()}
     # at equal cut: each threshold rule beside the boundary budget with the closest cut
     budgets = out["boundary_budget"]
     pairs = []
-    named = [(f"{family}:{t}", s) for family in ("probe", "confidence") for t, s in out[family].items()]
+    families = ("probe", "confidence", "agree", "gated_agree")
+    named = [(f"{family}:{t}", s) for family in families for t, s in out.get(family, {}).items()]
     for name, s in named + list(out.get("rules", {}).items()):
         if s["exit_rate"] == 0:
             continue
