@@ -120,3 +120,43 @@ def test_a_round_readout_rule_is_refused():
     t = TraceSignals(0, 0, 10, True, (5,), (True,), {"confidence": (0.9,)})
     with pytest.raises(ValueError, match="boundary read-out"):
         replay_exit(ExitConfig(thresholds={"confidence": 0.5}), t)
+
+
+def test_replay_of_an_agreement_rule_counts_answers_where_the_signal_passes():
+    t = TraceSignals(0, 0, 100, True, (10, 20, 30, 40), (False, False, True, True),
+                     {"confidence": (0.9, 0.1, 0.9, 0.9)}, ("6", "30", "30", "30"))  # fmt: skip
+    rule = ExitConfig(thresholds={"confidence": 0.5}, smoothing="none", readout="boundary", agree=2)
+    assert replay_exit(rule, t) == 3  # "30" at index 1 was never asked: the signal failed there
+    assert replay_exit(ExitConfig(thresholds={"confidence": 0.5}, smoothing="none", readout="boundary"), t) == 0
+    with pytest.raises(ValueError, match="forced answers"):
+        replay_exit(rule, TraceSignals(0, 0, 100, True, (10,), (True,), {"confidence": (0.9,)}))
+
+
+def test_agreement_replay_equals_real_greedy_generation(testbed_calibration):
+    """A rule confirmed by trial answers: the engine writes them where the signals pass and exits where
+    the replay over the labels' forced answers says (greedy, speculative)."""
+    gen, folder, traces, _ = testbed_calibration
+    from specexit.train.traces import load_traces, trace_key
+
+    by_key = {(t.prompt_id, t.sample): t for t in traces}
+    rules = [ExitConfig(thresholds={"confidence": c}, smoothing="none", readout="boundary", agree=k)
+             for c, k in ((0.3, 1), (0.3, 2))]  # fmt: skip
+    fired = asked = 0
+    for _, tr in load_traces(folder / "traces.jsonl"):
+        t = by_key.get(trace_key(tr))
+        if t is None:
+            continue
+        assert len(t.answers) == len(t.cuts)
+        for rule in rules:
+            r = gen.generate(input_ids=list(tr["prompt_ids"]), mode="specexit", exit_config=rule,
+                             max_new_tokens=768, sampling=SamplingParams(temperature=0.0))  # fmt: skip
+            o = outcome(rule, t)
+            asked += r.probe_calls
+            if o.exit_at is None:
+                assert r.exit is None
+            else:
+                fired += 1
+                assert r.exit is not None and r.exit["thinking_tokens"] == o.thinking
+                assert r.exit["raw"]["agree"] >= rule.agree
+            assert answers_equal(extract_answer(r.answer), tr["gold"]) == o.right, (rule, r.answer, tr["gold"])
+    assert fired >= 3 and asked > fired  # exits happen, and some trial answers did not agree

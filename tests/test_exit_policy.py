@@ -849,3 +849,50 @@ def test_boundary_readout_disabled_and_after_the_end():
 def test_readout_is_validated():
     with pytest.raises(ConfigError, match="readout must be one of"):
         ExitConfig(readout="token").validate()
+
+
+# agreement: trial answers confirm the signal rule's exits
+
+
+class ScriptedJudge:
+    """Answers the boundaries it is asked about from a script; counts answers like probe.AgreementJudge."""
+
+    def __init__(self, answers, agree):
+        self.answers, self.agree, self.asked, self.counts = list(answers), agree, [], {}
+
+    def __call__(self, keep):
+        self.asked.append(keep)
+        a = self.answers.pop(0)
+        if a is None:
+            return False, 0.0
+        self.counts[a] = self.counts.get(a, 0) + 1
+        return self.counts[a] >= self.agree, float(self.counts[a])
+
+
+def agreeing_policy(answers, agree=2, **cfg):
+    config = ExitConfig(thresholds={"confidence": 0.5}, smoothing="none", readout="boundary", agree=agree, **cfg)
+    judge = ScriptedJudge(answers, agree)
+    p = ExitPolicy(config, BoundaryDetector(VOCAB.__getitem__), THINK, END, judge=judge)
+    p.start([THINK])
+    return p, judge
+
+
+def test_agreement_asks_only_where_the_signal_rule_passes_and_exits_on_the_kth_answer():
+    p, judge = agreeing_policy(["6", "30", "30"])
+    toks = ids("A", "\n\n", "B", "\n\n", "C", "\n\n", "D", "\n\n")
+    conf = [0.9, 0.1, 0.9, 0.9]  # the second boundary fails the signal rule: no trial answer there
+    r = [None, None, {"confidence": conf[0]}, None, {"confidence": conf[1]}, None, {"confidence": conf[2]}, None,
+         {"confidence": conf[3]}]  # fmt: skip
+    d = p.step(toks, None, token_signals=r)
+    assert judge.asked == [2, 6, 8] and p.judge_calls == 3
+    assert d.exit and d.keep == 8 and p.record.raw == {"confidence": 0.9, "agree": 2.0}
+    assert [raw for _, raw, _ in p.history][-1] == {"confidence": 0.9}  # the history keeps the signals only
+
+
+def test_agreement_without_a_judge_is_refused_up_front():
+    config = ExitConfig(thresholds={"confidence": 0.5}, readout="boundary", agree=2)
+    with pytest.raises(ConfigError, match="torch backend"):
+        ExitPolicy(config, BoundaryDetector(VOCAB.__getitem__), THINK, END)
+    ExitPolicy(config, BoundaryDetector(VOCAB.__getitem__), THINK, END, enabled=False)  # spec mode: no rule runs
+    with pytest.raises(ConfigError, match="agree must be"):
+        ExitConfig(agree=-1).validate()

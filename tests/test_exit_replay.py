@@ -47,8 +47,3 @@ def test_apply_scores_the_forced_answer_where_the_rule_exits(replay):
     s = replay.apply(rows, replay.agreement_rule(2, 0))
     assert s["accuracy"] == 0.5 and s["exit_rate"] == 1.0
     assert s["thinking_cut"] == pytest.approx(1 - (20 + 20) / 200)
-
-
-def test_normalized_answers_compare_equal_values_alike(replay):
-    assert replay.normalized("30.0") == replay.normalized("30")
-    assert replay.normalized(None) is None

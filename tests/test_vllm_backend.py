@@ -122,3 +122,12 @@ def test_boundary_budget_holds_and_equals_torch_engine(backend, torch_gen, promp
                 assert r.token_ids[:cut] == ref[:cut] and r.exit["boundary"].startswith("budget")
                 nxt = tok.decode([ref[cut]])
                 assert nxt[:1].isspace() or tok.decode(ref[:cut]).endswith("\n\n"), (n, nxt)
+
+
+def test_a_rule_confirmed_by_trial_answers_is_refused_with_a_clear_error(backend, prompts):
+    """Agreement rules write trial answers mid-step, which only the torch engine can: vLLM says so."""
+    from specexit.errors import ConfigError
+
+    cfg = ExitConfig(thresholds={"confidence": 0.5}, readout="boundary", smoothing="none", agree=2)
+    with pytest.raises(ConfigError, match="torch backend"):
+        backend.generate_batch([GenerationRequest(prompts[0], "specexit", MAX_NEW, exit_config=cfg)])

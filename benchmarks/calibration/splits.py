@@ -34,8 +34,10 @@ def main() -> None:
     ap.add_argument("--loss", default="net", choices=["net", "harm"])
     ap.add_argument("--splits", type=int, default=20)
     ap.add_argument("--test-fraction", type=float, default=0.4)
+    ap.add_argument("--agree", default="0", help="agreement counts to try, as `specexit calibrate --agree`")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    agree = tuple(int(x) for x in a.agree.split(","))
     pool = one_per_problem(load_signals(a.signals))
     signals = sorted(pool[0].signals)
     rows = []
@@ -47,7 +49,7 @@ def main() -> None:
             k = round(a.test_fraction * len(units))
             test, cal = units[:k], units[k:]
             try:
-                c = calibrate(cal, signals, eps, a.delta, a.loss, seed=seed)
+                c = calibrate(cal, signals, eps, a.delta, a.loss, seed=seed, agree=agree)
             except ConfigError as e:
                 raise SystemExit(f"splits: {e}") from None
             if c.rule is None:

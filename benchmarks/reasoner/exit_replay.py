@@ -39,7 +39,8 @@ from specexit.calibration.replay import TraceSignals, replay_exit
 from specexit.errors import ConfigError
 from specexit.exit_policy import ExitConfig
 from specexit.policy_file import read_policy
-from specexit.scoring import answers_equal, normalize_answer
+from specexit.probe import answer_key
+from specexit.scoring import answers_equal
 from specexit.train.labels import load_labels
 from specexit.train.traces import load_traces, trace_key
 
@@ -78,15 +79,10 @@ def load(folder: Path, signals_path: Path | None) -> list[dict]:
             "cuts": list(lab["cuts"]) if closed else [],
             "right": [bool(x) for x in lab["probe_correct"]] if closed else [],
             "probe": list(lab.get("probe_confidence") or []) if closed else [],
-            "answers": [normalized(a) for a in lab.get("probe_answers", [])] if closed else [],
+            "answers": [answer_key(a) for a in lab.get("probe_answers", [])] if closed else [],
             "signals": sig.get(trace_key(t), {}),
         })  # fmt: skip
     return rows
-
-
-def normalized(answer: str | None) -> str | None:
-    """A forced answer as a key that equal answers share (None: the probe wrote no answer)."""
-    return normalize_answer(answer) if answer else None
 
 
 def trace_exits(rows: list[dict]) -> list[TraceExits]:
@@ -125,7 +121,8 @@ def rule_pick(rule: ExitConfig):
         if not all(r["signals"].get(n) for n in rule.thresholds):
             return None
         t = TraceSignals(r["key"][0], r["key"][1], r["thinking"], r["full_right"], tuple(r["cuts"]),
-                         tuple(r["right"]), {n: tuple(v) for n, v in r["signals"].items()})  # fmt: skip
+                         tuple(r["right"]), {n: tuple(v) for n, v in r["signals"].items()},
+                         tuple(r["answers"]))  # fmt: skip
         return replay_exit(rule, t)
 
     return pick

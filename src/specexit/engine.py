@@ -29,6 +29,7 @@ from .draft import Eagle3Draft
 from .errors import ConfigError, TokenizerError
 from .exit_control import CacheRound, ExitController, JudgeFactory
 from .exit_policy import ExitConfig
+from .probe import AgreementConfig
 from .profiling import RoundProfile
 from .proposer import DraftProposer, TreeConfig
 from .results import MODES, GenerationResult, StreamChunk, build_result
@@ -230,6 +231,8 @@ class SpecExitGenerator:
         exit_config = exit_config or ExitConfig(think_start=self.think_start, think_end=self.think_end)
         if probe is not None and (mode != "spec" or not self.exit_ids):
             raise ConfigError("the probing exit runs on mode 'spec' and needs the think-end token (or a trigger)")
+        if probe is not None and exit_config.agree:
+            raise ConfigError("the probing baseline replaces the exit rule: it takes no rule with agree")
         if mode == "vanilla" and exit_config.thinking_budget is not None:
             raise ConfigError("a thinking budget is applied by the speculative loop: use mode 'spec' or 'specexit'")
         if (mode == "specexit" or exit_config.thinking_budget is not None) and not self.exit_ids:
@@ -245,6 +248,8 @@ class SpecExitGenerator:
         if not input_ids:
             raise ConfigError("input_ids is empty")
         sampling = sampling or SamplingParams()
+        if probe is None and mode == "specexit" and exit_config.agree:  # trial answers confirm the rule's exits
+            probe = AgreementConfig(exit_config.agree, exit_config.agree_tokens)
         control = ExitController(
             exit_config,
             self.tokenizer,

@@ -53,6 +53,12 @@ class ExitConfig:
     # right after this boundary is correct", so the boundary read-out asks exactly that question; the
     # round mean also averages in tokens after the boundary, whose label belongs to the previous one.
     readout: str = "round"
+    # confirm an exit by trial answers (0: off): where the signal rule passes, the engine writes a short
+    # greedy answer after a forced think-end (``probe.AgreementJudge``) and exits once the same answer
+    # has been written at this many such boundaries; the draft's signals decide where trial answers are
+    # worth their cost, agreement decides whether the answer is settled (torch backend only)
+    agree: int = 0
+    agree_tokens: int = 24  # a trial answer's token cap: that of the labels calibrated on (--probe-tokens)
     think_start: str = "<think>"
     think_end: str = "</think>"
     # where the rule came from, for the exit record: {"source": "calibrated", "policy": PATH, "eps": ...,
@@ -93,6 +99,10 @@ class ExitConfig:
             raise ConfigError(f"thinking_budget must be a positive integer, got {self.thinking_budget!r}")
         if self.budget_at not in BUDGET_KINDS:
             raise ConfigError(f"budget_at must be one of {BUDGET_KINDS}, got {self.budget_at!r}")
+        if not isinstance(self.agree, numbers.Integral) or isinstance(self.agree, bool) or self.agree < 0:
+            raise ConfigError(f"agree must be an integer >= 0, got {self.agree!r}")
+        if not isinstance(self.agree_tokens, numbers.Integral) or self.agree_tokens < 1:
+            raise ConfigError(f"agree_tokens must be an integer >= 1, got {self.agree_tokens!r}")
         if not self.paragraph_boundaries and not self.connectors:
             raise ConfigError("no boundary kind enabled: enable paragraph boundaries or give connector words")
 
@@ -180,12 +190,18 @@ class ExitPolicy:
         judge: Callable[[int], tuple[bool, float]] | None = None,
         answer_markers: Sequence[str] | None = None,
     ) -> None:
-        """``judge`` (optional) replaces the signal rule: called at each eligible boundary with the
-        number of this round's tokens an exit there would keep, it answers (exit?, score).  The engine
-        uses it for the DEER-style probing baseline; the policy itself stays torch-free.
+        """``judge`` (optional): called at an eligible boundary with the number of this round's tokens an
+        exit there would keep, it answers (exit?, score).  It replaces the signal rule (the DEER-style
+        probing baseline), or, when ``config.agree`` > 0, confirms it: it is asked only where the signal
+        rule passes (``probe.AgreementJudge``).  The policy itself stays torch-free.
         ``answer_markers`` (models without think tokens, see ``answer_trigger``): the span is implicit,
         open from the start of generation until the text shows one of these markers."""
         config.validate(available_signals, enabled=enabled)
+        if config.agree and enabled and judge is None:
+            raise ConfigError(
+                f"the exit rule confirms exits by trial answers (agree={config.agree}), which only the torch "
+                "backend writes; use --backend torch, or a rule without agree"
+            )
         self.config, self.detector, self.enabled, self.judge = config, detector, enabled, judge
         self.judge_calls = 0
         self.think_start_id, self.think_end_id = think_start_id, think_end_id
@@ -244,8 +260,8 @@ class ExitPolicy:
             carry, self._carry = self._carry, None
             if carry is not None and self.enabled and was_thinking:
                 got = self._read(reads[0] if reads else None)
-                if got is not None and self._passes(got[1]):
-                    return self._exit(0, -1, carry[0], carry[1], *got)
+                if got is not None and self._passes(got[1]) and (told := self._confirmed(0, got[0])) is not None:
+                    return self._exit(0, -1, carry[0], carry[1], told, got[1])
         else:
             before = self.smoothed()
             if was_thinking and signals is not None:
@@ -299,7 +315,7 @@ class ExitPolicy:
             kept_thinking = self.thinking_tokens - (0 if kind == "paragraph" else 1)
             if kept_thinking < self.config.min_thinking_tokens or (max_keep is not None and keep > max_keep):
                 continue
-            if self.judge is not None:  # every boundary is judged on its own (a probe per boundary)
+            if self.judge is not None and not self.config.agree:  # the judge replaces the signal rule
                 self.judge_calls += 1
                 ok, score = self.judge(keep)
                 if ok:
@@ -314,14 +330,14 @@ class ExitPolicy:
                         self._carry = (kind, text)
                     continue
                 got = self._read(readout)
-                if got is not None and self._passes(got[1]):
-                    return self._exit(keep, i, kind, text, *got)
+                if got is not None and self._passes(got[1]) and (told := self._confirmed(keep, got[0])) is not None:
+                    return self._exit(keep, i, kind, text, told, got[1])
                 continue
             if checked or not ready or not was_thinking:
                 continue
             checked = True
-            if self._passes(smooth):
-                return self._exit(keep, i, kind, text, raw, smooth)
+            if self._passes(smooth) and (told := self._confirmed(keep, raw)) is not None:
+                return self._exit(keep, i, kind, text, told, smooth)
         return ExitDecision()
 
     def _read(self, readout: Mapping[str, float] | None) -> tuple[dict[str, float], dict[str, float]] | None:
@@ -333,6 +349,17 @@ class ExitPolicy:
             self.smoothers[n].update(v)
         self.history.append((self.thinking_tokens, raw, self.smoothed()))
         return raw, self.smoothed()
+
+    def _confirmed(self, keep: int, raw: dict[str, float]) -> dict[str, float] | None:
+        """A boundary the signal rule passed: the raw read-out to record if it exits there, None if the
+        judge does not confirm it (``agree`` > 0: the count of its trial answer joins the record)."""
+        if not self.config.agree:
+            return raw
+        if self.judge is None:
+            raise ConfigError("an exit rule with agree > 0 needs trial answers (the torch backend's judge)")
+        self.judge_calls += 1
+        ok, count = self.judge(keep)
+        return {**raw, "agree": float(count)} if ok else None
 
     def _passes(self, smooth: dict[str, float]) -> bool:
         return len(smooth) == len(self.smoothers) and all(

@@ -23,7 +23,7 @@ POLICY_FILE = "exit_policy.json"
 FORMAT = "specexit-exit-policy/1"
 # the ExitConfig fields a calibrated rule sets; the think markers stay the caller's
 RULE_FIELDS = ("thresholds", "smoothing", "alpha", "window", "min_thinking_tokens", "readout",
-               "paragraph_boundaries", "connectors", "lagged")  # fmt: skip
+               "paragraph_boundaries", "connectors", "lagged", "agree", "agree_tokens")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Trial answers from a prefix of the running sequence, without disturbing the KV cache.
 
 Used by the DEER-style ``probe`` baseline: at a boundary, force the think-end token (plus an answer
-prefix) after the boundary, let the target write a short greedy answer, and read its confidence.  The
+prefix) after the boundary, let the target write a short greedy answer, and read its confidence; and by
+exit rules with ``agree`` > 0 (``AgreementJudge``): where the draft's signals pass, the same forced answer
+as ``train labels`` writes, and an exit once one answer has come up ``agree`` times.  The
 probe's tokens attend only to the cache entries before the boundary and to themselves (an explicit
 mask), so tokens accepted after the boundary in the same round do not leak in; afterwards the cache
 is cropped back, so generation continues exactly as if no probe had run.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .exit_control import CacheRound
+from .scoring import extract_answer, normalize_answer
 from .span import SpanMarkers
 from .target import TargetModel, crop_cache
 
@@ -83,6 +86,22 @@ def answer_confidence(tokenizer, ids: Sequence[int], probs: Sequence[float]) -> 
     return sum(picked) / len(picked) if picked else 0.0
 
 
+def forced_answer(tokenizer, ids: Sequence[int], lead: str = "") -> str | None:
+    """The answer a forced answer's tokens state (``lead``: the text of a trigger that opened the answer,
+    for models without think tokens).  The labels' probes and the agreement judge read answers this way."""
+    return extract_answer(lead + tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
+def answer_key(answer: str | None) -> str | None:
+    """What equal answers share ("30.0" and "30"), None for no answer: the unit agreement counts."""
+    return normalize_answer(answer) if answer else None
+
+
+def _boxed_closed(text: str) -> bool:
+    opened = text.find("\\boxed{")
+    return opened >= 0 and "}" in text[opened + len("\\boxed{") :]
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     """DEER-style exit: at a boundary, exit if the trial answer's mean token probability > threshold."""
@@ -132,3 +151,49 @@ class ProbeJudge:
         ids, probs = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
         score = answer_confidence(self.tok, ids, probs)
         return score > self.cfg.threshold, score
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    """Settings of the trial answers that confirm an exit (``ExitConfig.agree``): greedy, at most
+    ``max_tokens`` after the forced think-end, as ``train labels --probe-tokens`` writes them (the
+    calibration replays those), stopped early once a ``\\boxed{}`` value is closed."""
+
+    agree: int
+    max_tokens: int = 24
+
+    def make_judge(self, target: TargetModel, tokenizer, markers: SpanMarkers, stop_ids: Collection[int]):
+        return AgreementJudge(target, tokenizer, self, markers.exit_ids, set(stop_ids), markers.implicit)
+
+
+class AgreementJudge:
+    """Counts the answers of trial answers written at the boundaries it is asked about (one request):
+    (exit?, count) where exit means this answer has now come up ``agree`` times."""
+
+    def __init__(self, target: TargetModel, tokenizer, cfg: AgreementConfig, exit_ids: Sequence[int],
+                 stop_ids: set[int], trigger: bool = False) -> None:  # fmt: skip
+        self.target, self.tok, self.cfg = target, tokenizer, cfg
+        self.exit_ids, self.stop_ids = list(exit_ids), stop_ids
+        self.lead = tokenizer.decode(self.exit_ids, skip_special_tokens=True) if trigger else ""
+        self.counts: dict[str, int] = {}
+        self.answers: list[str | None] = []  # every trial answer's key, in order (telemetry)
+        self.where: CacheRound | None = None
+
+    def begin_round(self, context: CacheRound) -> None:
+        self.where = context
+
+    def _closed(self, ids: list[int]) -> bool:
+        return _boxed_closed(self.lead + self.tok.decode(ids))
+
+    def __call__(self, keep: int) -> tuple[bool, float]:
+        w = self.where
+        assert w is not None, "begin_round() gives the judge the round's place in the cache first"
+        visible = w.base + min(keep, w.accepted)
+        feed = ([w.bonus] if keep > w.accepted else []) + self.exit_ids
+        ids, _ = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
+        key = answer_key(forced_answer(self.tok, ids, self.lead))
+        self.answers.append(key)
+        if key is None:
+            return False, 0.0
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key] >= self.cfg.agree, float(self.counts[key])

@@ -41,7 +41,7 @@ class GenerationResult:
     finish_reason: str  # "stop" | "length" | "abort" (the consumer stopped iterating)
     wall_s: float
     signal_history: list = field(default_factory=list)
-    probe_calls: int = 0  # trial answers run by the probing baseline
+    probe_calls: int = 0  # trial answers: the probing baseline's, or those confirming an agree rule's exits
     speculation: dict | None = None  # what ``--tree auto`` decided (rounds with / without a tree, sizes)
 
     @property

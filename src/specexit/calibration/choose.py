@@ -35,27 +35,32 @@ class Family:
     alpha: float = 1.0
     progress: float | None = None  # a progress gate (progress > this), or none
     min_thinking_tokens: int = 0
+    agree: int = 0  # > 0: the thresholds pick where trial answers are written, agreement exits
+    agree_tokens: int = 24  # the trial answers' token cap: the labels' probes'
 
     def rule(self, confidence: float) -> ExitConfig:
         thresholds = {"confidence": confidence}
         if self.progress is not None:
             thresholds["progress"] = self.progress
         return ExitConfig(thresholds=thresholds, smoothing=self.smoothing, alpha=self.alpha, readout="boundary",
-                          min_thinking_tokens=self.min_thinking_tokens)  # fmt: skip
+                          min_thinking_tokens=self.min_thinking_tokens, agree=self.agree,
+                          agree_tokens=self.agree_tokens)  # fmt: skip
 
     def label(self) -> str:
         s = self.smoothing if self.smoothing != "ewma" else f"ewma{self.alpha:g}"
         gate = f",progress>{self.progress:g}" if self.progress is not None else ""
-        return f"{s}{gate},min={self.min_thinking_tokens}"
+        agree = f",agree={self.agree}" if self.agree else ""
+        return f"{s}{gate},min={self.min_thinking_tokens}{agree}"
 
 
-def families(signals: Sequence[str]) -> list[Family]:
-    """The candidate families for a draft with these signals (confidence is required)."""
+def families(signals: Sequence[str], agree: Sequence[int] = (0,), agree_tokens: int = 24) -> list[Family]:
+    """The candidate families for a draft with these signals (confidence is required); ``agree``: the
+    agreement counts to try (0: the signal rule alone), with trial answers of ``agree_tokens`` tokens."""
     if "confidence" not in signals:
         raise ConfigError("calibration needs a draft that predicts the confidence signal")
     smoothings = [("none", 1.0), ("ewma", 0.5), ("ewma", 0.3)]
     gates = [None, 0.1, 0.2, 0.3] if "progress" in signals else [None]
-    return [Family(s, a, g, m) for s, a in smoothings for g in gates for m in (0, 32)]
+    return [Family(s, a, g, m, k, agree_tokens) for k in agree for s, a in smoothings for g in gates for m in (0, 32)]
 
 
 def one_per_problem(traces: Sequence[TraceSignals]) -> list[TraceSignals]:
@@ -105,16 +110,23 @@ def calibrate(
     loss: str = "net",
     select_fraction: float = 0.3,
     seed: int = 0,
+    agree: Sequence[int] = (0,),
+    agree_tokens: int = 24,
 ) -> Calibration:
+    """``agree``: the agreement counts whose families compete (``Family.agree``); ``agree_tokens``: the
+    token cap of the labels' forced answers, which the trial answers of those rules repeat."""
     if not 0 < select_fraction < 1:
         raise ConfigError(f"--select-fraction must be in (0, 1), got {select_fraction}")
+    if any(agree) and any(len(t.answers) != len(t.cuts) for t in traces):
+        raise ConfigError("--agree: the recorded signals lack the forced answers; record them anew (delete "
+                          "signals.jsonl in --out)")  # fmt: skip
     select, cert = split_problems(traces, select_fraction, seed)
     if len(select) < 10 or len(cert) < 30:
         raise ConfigError(
             f"--data: {len(select) + len(cert)} problems are too few to calibrate on (need >= 10 to select and "
             ">= 30 to certify); give more problems"
         )
-    scored = [(fam, *family_score(fam, select, eps)) for fam in families(signals)]
+    scored = [(fam, *family_score(fam, select, eps)) for fam in families(signals, agree, agree_tokens)]
     selection = [{"family": f.label(), "cut": cut, "threshold": th} for f, cut, th in scored]
     fam = max(scored, key=lambda x: x[1])[0]  # ties: the first (the simplest) family
     rules = [fam.rule(c) for c in CONFIDENCE_PATH]

@@ -38,11 +38,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--install", action="store_true", help="also write exit_policy.json into the --draft folder")
     c.add_argument("--select-fraction", type=float, default=0.3, help="share of problems that choose the family")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--agree", default="0",
+                   help="agreement counts to try, comma-separated (e.g. 0,2): K > 0 adds rules whose passing "
+                   "signals only call for a trial answer, exiting once one answer came up K times (torch "
+                   "backend only); 0: signal rules")  # fmt: skip
     c.add_argument("--temperature", type=float, default=None,
                    help="the traces' temperature: sampled at it (a prompt file; default 0.6) or, for a folder "
                    "whose pipeline.json does not say, the one they were sampled at")  # fmt: skip
     c.add_argument("--top-p", type=float, default=None, help="likewise (default 1.0)")
     c.add_argument("--max-new-tokens", type=int, default=1024)
+    c.add_argument("--probe-tokens", type=int, default=24,
+                   help="token cap of the forced answers: those labelled here, or the --probe-tokens the folder's "
+                   "labels used; rules with --agree write trial answers of this length")  # fmt: skip
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--dtype", default="float32")
     c.add_argument("--no-progress", action="store_true")
@@ -87,8 +94,14 @@ def _check(a) -> None:
         raise ConfigError(f"--select-fraction must be in (0, 1), got {a.select_fraction}")
     if (a.temperature is not None and a.temperature < 0) or (a.top_p is not None and not 0 < a.top_p <= 1):
         raise ConfigError("--temperature must be >= 0 and --top-p in (0, 1]")
-    check_at_least(a, 1, "max_new_tokens", "batch_size")
+    check_at_least(a, 1, "max_new_tokens", "batch_size", "probe_tokens")
     check_at_least(a, 0, "seed")
+    try:
+        a.agree = tuple(sorted({int(x) for x in str(a.agree).split(",") if x.strip()}))
+    except ValueError:
+        raise ConfigError(f"--agree must be comma-separated integers >= 0, got {a.agree!r}") from None
+    if not a.agree or min(a.agree) < 0:
+        raise ConfigError(f"--agree must be comma-separated integers >= 0, got {a.agree!r}")
     data = Path(a.data)
     if not data.exists():
         raise ConfigError(f"--data {data}: no such file or folder")
@@ -130,10 +143,12 @@ def run(a) -> int:
         tcfg = TraceConfig(max_new_tokens=a.max_new_tokens, samples=1, seed=a.seed, batch_size=a.batch_size,
                            **sampling)  # fmt: skip
         stage_traces(gen, a.data, folder, tcfg, progress=not a.no_progress)
-        stage_labels(gen, folder, LabelConfig(reference="gold"), progress=not a.no_progress)
+        lcfg = LabelConfig(reference="gold", probe_tokens=a.probe_tokens)
+        stage_labels(gen, folder, lcfg, progress=not a.no_progress)
     rec = record_signals(gen, folder, out / "signals.jsonl", progress=not a.no_progress)
     traces = load_signals(out / "signals.jsonl")
-    cal = calibrate(traces, gen.draft.signals, a.risk, a.delta, a.loss, a.select_fraction, a.seed)
+    cal = calibrate(traces, gen.draft.signals, a.risk, a.delta, a.loss, a.select_fraction, a.seed, a.agree,
+                    a.probe_tokens)  # fmt: skip
     report = {
         "target": str(a.target), "draft": str(a.draft), "data": str(folder), "data_sha256": data_sha256(folder),
         "signals": rec, "method": CITATION, "family": cal.family.label(), "threshold": cal.threshold,

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
 from ..jsonl import iter_jsonl
+from ..probe import answer_key
 from ..scoring import answers_equal
 from ..train.labels import load_labels
 from ..train.traces import load_traces, trace_key
@@ -39,8 +40,9 @@ def trace_signals(gen: SpecExitGenerator, trace: dict, label: dict) -> TraceSign
         _, sig = gen.draft.fuse(fused[rows])  # name -> [len(cuts)]
         signals = {n: tuple(float(x) for x in v.tolist()) for n, v in sig.items()}
     right = answers_equal(trace.get("final_answer"), label.get("reference"))
+    answers = tuple(answer_key(a) for a in label.get("probe_answers", []))
     return TraceSignals(int(trace["prompt_id"]), int(trace.get("sample", 0)), e - s, bool(right), tuple(cuts),
-                        tuple(bool(c) for c in label["probe_correct"]), signals)  # fmt: skip
+                        tuple(bool(c) for c in label["probe_correct"]), signals, answers)  # fmt: skip
 
 
 def record_signals(gen: SpecExitGenerator, folder: str | Path, out_path: str | Path, progress: bool = True) -> dict:

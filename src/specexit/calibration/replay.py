@@ -43,17 +43,21 @@ class TraceSignals:
     cuts: tuple[int, ...]  # thinking tokens an exit at each boundary keeps (ascending)
     cut_right: tuple[bool, ...]  # the forced answer at each boundary is right
     signals: dict[str, tuple[float, ...]]  # name -> the draft's activated value at each boundary
+    # the forced answer at each boundary as ``probe.answer_key`` (None: no answer), for rules that
+    # confirm exits by agreement; empty when not recorded (files written before it existed)
+    answers: tuple[str | None, ...] = ()
 
     def to_dict(self) -> dict:
         return {"prompt_id": self.prompt_id, "sample": self.sample, "thinking": self.thinking,
                 "full_right": self.full_right, "cuts": list(self.cuts), "cut_right": list(self.cut_right),
-                "signals": {k: list(v) for k, v in self.signals.items()}}  # fmt: skip
+                "signals": {k: list(v) for k, v in self.signals.items()}, "answers": list(self.answers)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> TraceSignals:
         return cls(int(d["prompt_id"]), int(d["sample"]), int(d["thinking"]), bool(d["full_right"]),
                    tuple(d["cuts"]), tuple(bool(c) for c in d["cut_right"]),
-                   {k: tuple(float(x) for x in v) for k, v in d["signals"].items()})  # fmt: skip
+                   {k: tuple(float(x) for x in v) for k, v in d["signals"].items()},
+                   tuple(d.get("answers") or ()))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,17 +71,27 @@ def replay_exit(rule: ExitConfig, t: TraceSignals) -> int | None:
     """The boundary (index into ``t.cuts``) where ``rule`` exits on ``t``, or None.  Mirrors
     ``ExitPolicy`` with the boundary read-out: boundaries under ``min_thinking_tokens`` are not read,
     each read boundary updates the smoothers, the first whose smoothed values pass every threshold is
-    the exit."""
+    the exit; with ``agree`` > 0, such a boundary is only a trial (its recorded forced answer is counted)
+    and the exit is the first whose answer has now come up ``agree`` times (``probe.AgreementJudge``)."""
     if rule.readout != "boundary":
         raise ValueError("only boundary read-out rules replay exactly (see the module docstring)")
+    if rule.agree and len(t.answers) != len(t.cuts):
+        raise ValueError("a rule with agree needs the forced answers at every boundary (signals recorded anew)")
     smoothers = {n: SignalSmoother(rule.smoothing, rule.alpha, rule.window) for n in rule.thresholds}
+    counts: dict[str, int] = {}
     for k, cut in enumerate(t.cuts):
         if cut < rule.min_thinking_tokens:
             continue
         for name, sm in smoothers.items():
             sm.update(t.signals[name][k])
         if all(sm.value is not None and passes(n, sm.value, rule.thresholds[n]) for n, sm in smoothers.items()):
-            return k
+            if not rule.agree:
+                return k
+            a = t.answers[k]
+            if a is not None:
+                counts[a] = counts.get(a, 0) + 1
+                if counts[a] >= rule.agree:
+                    return k
     return None
 
 

@@ -33,8 +33,8 @@ from ..boundaries import BoundaryDetector
 from ..engine import SpecExitGenerator
 from ..errors import ConfigError
 from ..jsonl import DataError, iter_jsonl
-from ..probe import answer_confidence
-from ..scoring import answers_equal, extract_answer
+from ..probe import answer_confidence, forced_answer
+from ..scoring import answers_equal
 from ..target import TargetModel
 from . import shards
 from .traces import load_traces, trace_key
@@ -201,8 +201,7 @@ def label_trace(gen: SpecExitGenerator, trace: dict, cfg: LabelConfig) -> dict:
     reference, kind = (gold, "gold") if gold is not None else (trace.get("final_answer"), "trace")
     # a trigger that opens the answer (e.g. "... \\boxed{") belongs to the text the answer is read from
     lead = tok.decode(gen.exit_ids, skip_special_tokens=True) if gen.implicit else ""
-    texts = [lead + tok.decode(a, skip_special_tokens=True) for a in answers]
-    preds = [extract_answer(t) for t in texts]
+    preds = [forced_answer(tok, a, lead) for a in answers]
     correct = [reference is not None and answers_equal(p, reference) for p in preds]
     # how often the thinking so far states each probe's answer (the "re-derived" labels of confirm > 0)
     thinking = [tok.decode(list(output_ids[s : s + c]), skip_special_tokens=True) for c in cuts]

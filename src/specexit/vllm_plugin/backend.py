@@ -195,6 +195,11 @@ class VLLMBackend:
             raise ConfigError("the probe baseline runs only on the torch backend (it needs trial answers mid-step)")
         extra = None
         cfg = r.exit_config
+        if r.mode == "specexit" and cfg is not None and cfg.agree:
+            raise ConfigError(
+                f"the exit rule confirms exits by trial answers (agree={cfg.agree}), which run only on the torch "
+                "backend (they need the KV cache mid-step); use --backend torch, or a rule without agree"
+            )
         if r.mode == "specexit" or (cfg is not None and cfg.thinking_budget is not None):
             cfg = cfg or ExitConfig(think_start=self.think_start, think_end=self.think_end)
             if self.think_end_id is None:
