@@ -147,6 +147,16 @@ def threshold_rule(values_of, threshold: float, min_thinking: int):
     return pick
 
 
+def trials(rows: list[dict], k: int, min_thinking: int, gate=None) -> float:
+    """Trial answers an agreement rule writes per output: the probed boundaries up to its exit."""
+    pick, n = agreement_rule(k, min_thinking, gate), 0
+    for r in rows:
+        last = pick(r)
+        stop = len(r["cuts"]) if last is None else last + 1
+        n += sum(1 for i in range(stop) if r["cuts"][i] >= min_thinking and (gate is None or gate(r, i)))
+    return n / len(rows)
+
+
 def agreement_rule(k: int, min_thinking: int, gate=None):
     """Exit at the first boundary whose forced answer has now been given at ``k`` probed boundaries
     (Dynasor-style consistency; ``gate(row, index)``: probe only where it says so, e.g. the draft's
@@ -212,7 +222,8 @@ def main() -> int:
     if any(r["signals"].get("confidence") for r in rows):
         conf = lambda r: r["signals"].get("confidence", [])  # noqa: E731
         gated = lambda t: lambda r, i: i < len(conf(r)) and conf(r)[i] > t  # noqa: E731
-        out["gated_agree"] = {f"{t:g}:{k}": apply(rows, agreement_rule(k, a.min_thinking, gated(t)))
+        out["gated_agree"] = {f"{t:g}:{k}": {**apply(rows, agreement_rule(k, a.min_thinking, gated(t))),
+                                             "trials_per_output": trials(rows, k, a.min_thinking, gated(t))}
                               for t in GATES for k in AGREE}  # fmt: skip
         out["confidence"] = {f"{t:g}": apply(rows, threshold_rule(conf, t, a.min_thinking)) for t in THRESHOLDS}
         rules = {"paper:boundary": ExitConfig(readout="boundary"), **{f"policy:{k}": v for k, v in policies.items()}}
