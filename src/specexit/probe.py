@@ -86,6 +86,23 @@ def answer_confidence(tokenizer, ids: Sequence[int], probs: Sequence[float]) -> 
     return sum(picked) / len(picked) if picked else 0.0
 
 
+def answer_after(
+    target: TargetModel,
+    where: CacheRound | None,
+    keep: int,
+    forced: Sequence[int],
+    stop_ids: set[int],
+    max_tokens: int,
+    done: Callable[[list[int]], bool],
+) -> tuple[list[int], list[float]]:
+    """A judge's trial answer at a boundary of this round: after the round's first ``keep`` tokens (the
+    bonus token, not yet cached, is fed when kept), the ``forced`` tokens, then greedy (``trial_answer``)."""
+    assert where is not None, "begin_round() gives the judge the round's place in the cache first"
+    visible = where.base + min(keep, where.accepted)
+    feed = ([where.bonus] if keep > where.accepted else []) + list(forced)
+    return trial_answer(target, where.cache, visible, feed, stop_ids, max_tokens, done)
+
+
 def forced_answer(tokenizer, ids: Sequence[int], lead: str = "") -> str | None:
     """The answer a forced answer's tokens state (``lead``: the text of a trigger that opened the answer,
     for models without think tokens).  The labels' probes and the agreement judge read answers this way."""
@@ -144,11 +161,8 @@ class ProbeJudge:
         return "}" in self.tok.decode(ids)
 
     def __call__(self, keep: int) -> tuple[bool, float]:
-        w = self.where
-        assert w is not None, "begin_round() gives the judge the round's place in the cache first"
-        visible = w.base + min(keep, w.accepted)
-        feed = ([w.bonus] if keep > w.accepted else []) + self.prefix_ids
-        ids, probs = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
+        ids, probs = answer_after(self.target, self.where, keep, self.prefix_ids, self.stop_ids, self.cfg.max_tokens,
+                                  self._closed)  # fmt: skip
         score = answer_confidence(self.tok, ids, probs)
         return score > self.cfg.threshold, score
 
@@ -186,11 +200,8 @@ class AgreementJudge:
         return _boxed_closed(self.lead + self.tok.decode(ids))
 
     def __call__(self, keep: int) -> tuple[bool, float]:
-        w = self.where
-        assert w is not None, "begin_round() gives the judge the round's place in the cache first"
-        visible = w.base + min(keep, w.accepted)
-        feed = ([w.bonus] if keep > w.accepted else []) + self.exit_ids
-        ids, _ = trial_answer(self.target, w.cache, visible, feed, self.stop_ids, self.cfg.max_tokens, self._closed)
+        ids, _ = answer_after(self.target, self.where, keep, self.exit_ids, self.stop_ids, self.cfg.max_tokens,
+                              self._closed)  # fmt: skip
         key = answer_key(forced_answer(self.tok, ids, self.lead))
         self.answers.append(key)
         if key is None:
