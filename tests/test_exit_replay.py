@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from specexit.exit_policy import ExitConfig
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reasoner" / "exit_replay.py"
 
 
@@ -36,8 +38,8 @@ def test_agreement_exits_where_an_answer_is_given_the_kth_time(replay):
 
 def test_agreement_counts_only_probed_boundaries(replay):
     r = row(["6", "6", "30", "30"], cuts=[10, 40, 60, 80], conf=[0.9, 0.1, 0.9, 0.9])
-    gate = lambda r, i: r["signals"]["confidence"][i] > 0.5  # noqa: E731
-    assert replay.agreement_rule(2, 0, gate)(r) == 3  # the second "6" was never probed
+    gated = ExitConfig(thresholds={"confidence": 0.5}, smoothing="none", readout="boundary", agree=2)
+    assert replay.rule_pick(gated)(r) == 3  # the second "6" was never probed
     assert replay.agreement_rule(2, 50)(r) == 3  # boundaries before 50 thinking tokens are not probed
 
 

@@ -147,9 +147,10 @@ def threshold_rule(values_of, threshold: float, min_thinking: int):
     return pick
 
 
-def trials(rows: list[dict], k: int, min_thinking: int, gate=None) -> float:
-    """Trial answers an agreement rule writes per output: the probed boundaries up to its exit."""
-    pick, n = agreement_rule(k, min_thinking, gate), 0
+def trials(rows: list[dict], pick, min_thinking: int, gate=None) -> float:
+    """Trial answers an agreement rule (``pick``) writes per output: the boundaries it probes (past
+    ``min_thinking``, where ``gate`` lets it) up to its exit."""
+    n = 0
     for r in rows:
         last = pick(r)
         stop = len(r["cuts"]) if last is None else last + 1
@@ -157,15 +158,14 @@ def trials(rows: list[dict], k: int, min_thinking: int, gate=None) -> float:
     return n / len(rows)
 
 
-def agreement_rule(k: int, min_thinking: int, gate=None):
-    """Exit at the first boundary whose forced answer has now been given at ``k`` probed boundaries
-    (Dynasor-style consistency; ``gate(row, index)``: probe only where it says so, e.g. the draft's
-    confidence above a threshold)."""
+def agreement_rule(k: int, min_thinking: int):
+    """Exit at the first boundary whose forced answer has now been given at ``k`` boundaries (Dynasor-style
+    consistency, a probe at every boundary; gated by the draft's confidence it is ``ExitConfig.agree``)."""
 
     def pick(r):
         seen: dict[str, int] = {}
         for i, c in enumerate(r["cuts"]):
-            if c < min_thinking or i >= len(r["answers"]) or (gate is not None and not gate(r, i)):
+            if c < min_thinking or i >= len(r["answers"]):
                 continue
             a = r["answers"][i]
             if a is not None:
@@ -222,8 +222,15 @@ def main() -> int:
     if any(r["signals"].get("confidence") for r in rows):
         conf = lambda r: r["signals"].get("confidence", [])  # noqa: E731
         gated = lambda t: lambda r, i: i < len(conf(r)) and conf(r)[i] > t  # noqa: E731
-        out["gated_agree"] = {f"{t:g}:{k}": {**apply(rows, agreement_rule(k, a.min_thinking, gated(t))),
-                                             "trials_per_output": trials(rows, k, a.min_thinking, gated(t))}
+
+        def confirmed(t: float, k: int):  # the engine's rule (ExitConfig.agree), replayed as calibration does
+            cfg = ExitConfig(thresholds={"confidence": t}, smoothing="none", readout="boundary", agree=k,
+                             min_thinking_tokens=a.min_thinking)  # fmt: skip
+            return rule_pick(cfg)
+
+        out["gated_agree"] = {f"{t:g}:{k}": {**apply(rows, confirmed(t, k)),
+                                             "trials_per_output": trials(rows, confirmed(t, k), a.min_thinking,
+                                                                         gated(t))}
                               for t in GATES for k in AGREE}  # fmt: skip
         out["confidence"] = {f"{t:g}": apply(rows, threshold_rule(conf, t, a.min_thinking)) for t in THRESHOLDS}
         rules = {"paper:boundary": ExitConfig(readout="boundary"), **{f"policy:{k}": v for k, v in policies.items()}}

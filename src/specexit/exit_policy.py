@@ -355,8 +355,7 @@ class ExitPolicy:
         judge does not confirm it (``agree`` > 0: the count of its trial answer joins the record)."""
         if not self.config.agree:
             return raw
-        if self.judge is None:
-            raise ConfigError("an exit rule with agree > 0 needs trial answers (the torch backend's judge)")
+        assert self.judge is not None, "__init__ refuses an enabled rule with agree and no judge"
         self.judge_calls += 1
         ok, count = self.judge(keep)
         return {**raw, "agree": float(count)} if ok else None
