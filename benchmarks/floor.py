@@ -9,8 +9,9 @@ reported) and with ``--tree auto``, on the same prompts and token counts.  Per m
 - the floor: the time of the round's one target forward divided by the tokens it yields, summed over
   rounds (what an engine with zero overhead would take for the same acceptance), and ms/token / floor.
 
-``--accept forced`` overwrites the draft's best chain with the target's own greedy continuation (the
-costliest case for the engine's bookkeeping, and the acceptance a perfect draft would reach).
+``--accept forced`` overwrites the draft's best chain with the target's own greedy continuation and
+accepts it whatever the precision's near-ties (the costliest case for the engine's bookkeeping, and the
+acceptance a perfect draft would reach).
 
     python benchmarks/floor.py --model testbed --out benchmarks/results/floor/testbed.json
     python benchmarks/floor.py --model qwen2.5-coder-0.5b --trees "chain:2;chain:4;16,5,4" --accept forced
@@ -22,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,19 +36,26 @@ from specexit.profiling import RoundProfile
 from specexit.proposer import DraftProposer
 from specexit.round_cost import load_or_measure
 from specexit.target import TargetModel, load_tokenizer, resolve_dtype
+from specexit.verify import Verdict, verify_greedy
 from specexit.zoo.registry import shipped_draft_or_none
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "specexit" / "assets"
 
 
-def forced_proposer(reference: list[int]) -> type[DraftProposer]:
-    """A DraftProposer (full drafting cost, planner included) whose best chain is overwritten with the
-    target's greedy continuation ``reference`` (prompt + output), so verification accepts it."""
+def forced(reference: list[int]) -> tuple[type[DraftProposer], Callable]:
+    """A perfect draft for one prompt: a DraftProposer (full drafting cost, planner included) whose best
+    chain is overwritten with the target's greedy continuation ``reference`` (prompt + output), and a
+    greedy verifier that accepts what matches the reference (after computing the real verdict, so the
+    round costs what it would).  Forcing is then exact in any precision: in bf16 a k-token verification
+    forward can break a near-tie differently from the 1-token forwards that wrote the reference, and the
+    output would leave it for the rest of the request (every later forced token wrong)."""
+    live: list[DraftProposer] = []
 
     class Forced(DraftProposer):
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
-            self.position = 0  # committed tokens so far (the first commit covers the prompt)
+            self.position = 0  # tokens of the sequence so far (the first commit covers the prompt)
+            live[:] = [self]
 
         def commit(self, fused, next_tokens) -> None:
             super().commit(fused, next_tokens)
@@ -65,10 +74,24 @@ def forced_proposer(reference: list[int]) -> type[DraftProposer]:
                 depth += 1
             return tree
 
-    return Forced
+    def verifier(node_logits: torch.Tensor, tree) -> Verdict:
+        real = verify_greedy(node_logits, tree)
+        at, kids, node, acc = live[0].position, tree.children(), -1, []
+        while at + len(acc) < len(reference):
+            want = reference[at + len(acc)]
+            node = next((c for c in kids.get(node, []) if tree.tokens[c] == want), None)
+            if node is None:
+                break
+            acc.append(node)
+        nxt = at + len(acc)
+        return Verdict(acc, reference[nxt] if nxt < len(reference) else real.bonus)
+
+    return Forced, verifier
 
 
-def load(model: str, dtype: str, draft_vocab: int = 4096) -> tuple[SpecExitGenerator, str]:
+def load(
+    model: str, dtype: str, draft_vocab: int = 4096, draft_mlp: int | None = None
+) -> tuple[SpecExitGenerator, str]:
     if model == "testbed":
         path = ASSETS / "testbed"
     elif Path(model).is_dir():
@@ -85,9 +108,11 @@ def load(model: str, dtype: str, draft_vocab: int = 4096) -> tuple[SpecExitGener
         draft = Eagle3Draft.from_pretrained(draft_dir, target=target, dtype=resolve_dtype(dtype))
     else:  # no trained draft: an untrained one of the shipped drafts' shape (its cost does not depend on its
         # weights), with their draft vocabulary unless told otherwise
-        draft = init_draft(target, draft_vocab_size=min(draft_vocab, target.vocab_size)).to(resolve_dtype(dtype))
+        vocab = min(draft_vocab, target.vocab_size)
+        draft = init_draft(target, draft_vocab_size=vocab, intermediate_size=draft_mlp).to(resolve_dtype(dtype))
     gen = SpecExitGenerator(target, load_tokenizer(path), draft)
-    desc = str(draft_dir) if draft_dir else f"untrained (init_draft, draft vocabulary {draft.cfg.draft_vocab_size})"
+    desc = str(draft_dir) if draft_dir else (f"untrained (init_draft, draft vocabulary {draft.cfg.draft_vocab_size}, "
+                                             f"MLP width {draft.cfg.intermediate_size})")  # fmt: skip
     return gen, desc
 
 
@@ -109,9 +134,10 @@ def run_method(gen, ids_list, mode, tree, n_new, references=None) -> dict:
     loop_s = target_s = 0.0
     tokens = rounds = 0
     accept, spec = [], []
+    sections: dict[str, float] = {}  # seconds per part of a round, over all prompts
     for i, ids in enumerate(ids_list):
         if references is not None:
-            gen.proposer_factory = forced_proposer(references[i])
+            gen.proposer_factory, gen.greedy_verifier = forced(references[i])
         prof = RoundProfile()
         stream = gen.stream(input_ids=ids, mode=mode, max_new_tokens=n_new, tree=tree, profile=prof)
         it = iter(stream)
@@ -121,13 +147,17 @@ def run_method(gen, ids_list, mode, tree, n_new, references=None) -> dict:
             pass
         loop_s += time.perf_counter() - t0
         r = stream.result
+        if references is not None and ids + r.token_ids != references[i][: len(ids) + len(r.token_ids)]:
+            raise RuntimeError("forced acceptance left its reference")  # the verifier above prevents it
         tokens += r.new_tokens - 1
         rounds += prof.rounds
         target_s += prof.seconds.get("target_forward", 0.0)
+        for k, v in prof.seconds.items():
+            sections[k] = sections.get(k, 0.0) + v
         accept += r.accept_lengths
         if r.speculation:
             spec.append(r.speculation)
-    gen.proposer_factory = DraftProposer
+    gen.proposer_factory, gen.greedy_verifier = DraftProposer, verify_greedy
     ms_tok = 1e3 * loop_s / tokens
     out = {"ms_per_token": round(ms_tok, 3), "tokens": tokens}
     if mode != "vanilla":
@@ -136,7 +166,8 @@ def run_method(gen, ids_list, mode, tree, n_new, references=None) -> dict:
                    target_forward_ms_per_round=round(1e3 * target_s / rounds, 3),
                    overhead_ms_per_round=round(1e3 * (loop_s - target_s) / rounds, 3),
                    overhead_pct_of_round=round(100 * (loop_s - target_s) / loop_s, 1),
-                   floor_ms_per_token=round(floor, 3), vs_floor=round(ms_tok / floor, 3))  # fmt: skip
+                   floor_ms_per_token=round(floor, 3), vs_floor=round(ms_tok / floor, 3),
+                   sections_ms_per_round={k: round(1e3 * v / rounds, 3) for k, v in sections.items()})  # fmt: skip
         if spec:
             out["auto"] = spec
     return out
@@ -162,10 +193,13 @@ def main() -> None:
         help="draft vocabulary of the untrained stand-in draft of a model that ships none (the shipped "
         "drafts' 4,096 by default; EAGLE-3's usual 32,000 shows what a larger draft head costs)",
     )
+    ap.add_argument("--draft-intermediate", type=int, default=None,
+                    help="MLP width of that stand-in draft (default: the target's; the shipped Qwen2.5-0.5B drafts "
+                         "use 1,024 for a hidden size of 896)")  # fmt: skip
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    gen, draft = load(a.model, a.dtype, a.draft_vocab)
+    gen, draft = load(a.model, a.dtype, a.draft_vocab, a.draft_intermediate)
     ids_list = prompts(gen, a.dataset or ("testbed:20" if a.model == "testbed" else "gsm8k100"), a.prompts, a.context)
     t0 = time.perf_counter()
     # measured afresh in this run (a cached table may come from a busier moment); --tree auto then reads it

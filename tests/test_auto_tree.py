@@ -16,7 +16,7 @@ from specexit.cli_options import AUTO_BOUNDS, parse_tree
 from specexit.draft import init_draft
 from specexit.engine import SpecExitGenerator
 from specexit.proposer import DraftProposer, TreeConfig
-from specexit.round_cost import RoundCost, load_or_measure
+from specexit.round_cost import RoundCost, load_or_measure, monotone
 from specexit.sampling import SamplingParams
 from specexit.target import TargetModel
 from specexit.tiny import make_tiny
@@ -29,6 +29,47 @@ def cost_table(per_token_ms: float, base_ms: float = 10.0, draft_ms: float = 1.0
     return RoundCost(key="test", sizes=SIZES, target_ms=tuple(base_ms + per_token_ms * (k - 1) for k in SIZES),
                      draft_sizes=(1, 8), draft_step_ms=(draft_ms, draft_ms * 1.5), commit_sizes=(1, 8),
                      commit_ms=(0.5, 0.8), facts={})  # fmt: skip
+
+
+def two_context_table(short_per_token: float, long_per_token: float, base_ms: float = 10.0) -> RoundCost:
+    """Verification dearer per token deep in a trace (1,024 cached positions) than at 128."""
+    short = cost_table(short_per_token, base_ms)
+    long = tuple(base_ms + long_per_token * (k - 1) for k in SIZES)
+    return RoundCost(**{**short.__dict__, "target_long_ms": long, "short_context": 128, "long_context": 1024})
+
+
+def test_costs_are_interpolated_between_the_two_contexts_and_extrapolated_beyond():
+    cost = two_context_table(1.0, 4.0)
+    assert cost.target(5) == cost.target(5, 128) == pytest.approx(14.0)  # base + 4 x 1
+    assert cost.target(5, 1024) == pytest.approx(26.0)  # base + 4 x 4
+    assert cost.target(5, 576) == pytest.approx(20.0)  # halfway
+    assert cost.target(5, 1920) == pytest.approx(38.0)  # as far again beyond: linear in the keys read
+    assert cost.target(5, 10) == pytest.approx(14.0)
+    assert cost_table(1.0).target(5, 4096) == pytest.approx(14.0)  # a table of one context ignores it
+
+
+def test_monotone_pools_a_slow_sample_into_its_neighbours():
+    assert monotone([36.0, 37.0, 58.0, 40.0, 51.0]) == pytest.approx([36.0, 37.0, 49.0, 49.0, 51.0])
+    assert monotone([1.0, 2.0, 3.0]) == [1.0, 2.0, 3.0]
+    assert monotone([3.0, 2.0, 1.0]) == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_deep_in_a_trace_the_planner_verifies_fewer_nodes():
+    """Where each extra verified token costs more (a long context: attention reads every cached key), the
+    same draft probabilities are worth a smaller tree; and a forward that takes what the long table says
+    is not read as a slower machine."""
+    probs = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1]
+    planner = AutoTreePlanner(two_context_table(0.2, 3.0), max_nodes=64, max_depth=8)
+    planner.set_context(100)
+    near, _ = planner.best_size(probs, 1, 1.0)
+    planner.set_context(2000)
+    deep, _ = planner.best_size(probs, 1, 1.0)
+    assert near == len(probs) and deep < near // 2
+    for _ in range(30):
+        planner.observe(drafted=True, tree_probs=[0.9], tree_depths=[1], accepted=1, n_verified=2,
+                        round_ms=20.0, target_ms=planner.cost.target(2, 2000), draft_ms=1.0, draft_steps=1,
+                        tokens=2)  # fmt: skip
+    assert planner.target_scale.value == pytest.approx(1.0)
 
 
 def brute_best(planner: AutoTreePlanner, probs: list[float], pending: int, draft_ms: float) -> float:
@@ -288,6 +329,8 @@ def test_measured_costs_are_cached_per_model_and_machine(gen, tmp_path, monkeypa
     assert fresh and not fresh_again and again == cost
     assert len(list((tmp_path / "round-cost").glob("*.json"))) == 1
     assert cost.sizes[0] == 1 and all(ms > 0 for ms in cost.target_ms)
+    assert cost.long_context == 1024 and len(cost.target_long_ms) == len(cost.sizes)  # the second context
+    assert list(cost.target_ms) == sorted(cost.target_ms)  # never cheaper for more tokens
     assert cost.facts["threads"] == torch.get_num_threads() and cost.facts["target_dtype"] == "float32"
 
 

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("signals", type=Path)
     ap.add_argument("--eps", default="0.005,0.01,0.02,0.05")
     ap.add_argument("--delta", type=float, default=0.1)
-    ap.add_argument("--loss", default="net", choices=["net", "harm"])
+    ap.add_argument("--loss", default="net", choices=["net", "harm", "net-exact"])
     ap.add_argument("--splits", type=int, default=20)
     ap.add_argument("--test-fraction", type=float, default=0.4)
     ap.add_argument("--agree", default="0", help="agreement counts to try, as `specexit calibrate --agree`")

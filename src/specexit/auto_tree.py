@@ -13,7 +13,8 @@ is often well calibrated at depth 1 and under- or over-confident deeper; a depth
 enough takes the factor of the deepest one that was), capped by what its parent's chance leaves after its
 higher-ranked siblings (a child is accepted only with its parent, and at most one child is), D the draft
 steps spent, V(k) the cost of a target forward of
-k tokens (measured, and scaled online by what forwards really took) and O the rest of a round
+k tokens at the current cache length (measured at two contexts, interpolated, and scaled online by what
+forwards really took) and O the rest of a round
 (verification, signals, Python), also learned online.  The planner
 
   * stops growing the tree when one more draft step is not expected to pay for itself,
@@ -44,6 +45,7 @@ MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower tha
 MIN_SEEN = 3  # rounds that verified a depth before its own calibration factor is trusted
 STALE = 16  # ... and it is trusted while that depth was verified within this many rounds with a tree
 LOOKAHEAD = 3  # draft steps the depth decision looks ahead
+CONTEXT_STEP = 64  # cache positions after which the planner's cost-by-size table is recomputed
 
 
 class Ema:
@@ -135,7 +137,9 @@ class AutoTreePlanner:
         self._off_left = 0
         self._backoff = MIN_BACKOFF
         self.stats = PlannerStats()
-        self._table: list[float] = [0.0]  # the cost table's target forward of k tokens, by k
+        self._table: list[float] = [0.0]  # the cost table's target forward of k tokens, by k, at ...
+        self._table_context = 0  # ... this cache length (redone when the context has moved on)
+        self.context = 0  # positions in the target's cache this round
         if memory is not None:
             self._recall(memory)
 
@@ -157,12 +161,18 @@ class AutoTreePlanner:
         self.stats.warm_start, self.stats.started_on = True, self.on
 
     # -- the cost model -----------------------------------------------------------------------------
+    def set_context(self, n: int) -> None:
+        """The target's cache holds ``n`` positions this round: verification costs more deeper in a trace."""
+        self.context = n
+        if abs(n - self._table_context) >= CONTEXT_STEP:
+            self._table, self._table_context = [0.0], n
+
     def verify_ms(self, k: int) -> float:
         return self.target_scale.value * self._target_table(k)
 
     def _target_table(self, k: int) -> float:
         if k >= len(self._table):
-            self._table += [self.cost.target(i) for i in range(len(self._table), k + 1)]
+            self._table += [self.cost.target(i, self._table_context) for i in range(len(self._table), k + 1)]
         return self._table[k]
 
     def step_ms(self, m: int) -> float:
@@ -252,7 +262,7 @@ class AutoTreePlanner:
         """What the round did: whether it drafted, the verified tree's path probabilities and depths, tokens
         accepted from it, the target forward's and the draft's time, the round's time and the tokens it
         yielded."""
-        pred = self.cost.target(n_verified)
+        pred = self.cost.target(n_verified, self.context)
         if pred > 0 and target_ms > 0:
             self.target_scale.add(min(max(target_ms / pred, 0.2), 5.0))
         if draft_steps and self.cost.draft_step(1) > 0:

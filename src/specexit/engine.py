@@ -74,6 +74,9 @@ class SpecExitGenerator:
         self.target, self.tokenizer, self.draft = target, tokenizer, draft
         # builds the proposer for one generation: (draft, tree config, sampling) -> DraftProposer-like
         self.proposer_factory = proposer_factory or DraftProposer
+        # greedy acceptance: (node logits [1 + n, V], tree) -> Verdict; benchmarks/floor.py substitutes a
+        # perfect draft's verdict (--accept forced) so that forcing is exact in any precision
+        self.greedy_verifier = verify_greedy
         if draft is not None:
             draft.check_target(target)
         self.think_start, self.think_end = think_start, think_end
@@ -376,6 +379,8 @@ class SpecExitGenerator:
                 planner.observe(round_ms=(now - top) * 1e3 - obs.pop("flush_ms"), **obs)
             top, obs = now, None
             drafting = len(pending) == 1 and (planner is None or planner.on)
+            if planner is not None:
+                planner.set_context(cache.get_seq_length())
             t_draft = time.perf_counter()
             with timed("propose"):
                 tree = proposer.propose(gen) if drafting else DraftTree.empty()
@@ -394,7 +399,7 @@ class SpecExitGenerator:
                 p = len(pending)
                 node_logits = logits[p - 1 :]
                 verdict = (
-                    verify_greedy(node_logits, tree)
+                    self.greedy_verifier(node_logits, tree)
                     if sampling.greedy
                     else verify_sampling(node_logits, tree, sampling, gen)
                 )

@@ -3,10 +3,12 @@ CPU), cached on disk, read by the adaptive tree (``auto_tree.py``).
 
 Whether speculation pays depends on the hardware far more than on the model: a verification forward of
 5 tokens costs about 1.1x a 1-token one on a GPU, 2.0-2.2x on a 2-core AVX2-only CPU.  So the cost of
-a target forward of k new tokens is *measured* (k on a grid, a short context, the median of a few runs),
-and so are one draft step over m tree nodes and one draft commit; the planner interpolates between the
-grid points and corrects the whole curve online by what each round really took (a longer context, a
-busier machine).
+a target forward of k new tokens is *measured* (k on a grid, at a short and at a long context, the
+median of a few interleaved runs), and so are one draft step over m tree nodes and one draft commit; the
+planner interpolates between the grid points and between the two contexts (attention reads every cached
+key, so each extra verified token costs more deep in a long trace: on Qwen2.5-0.5B at a 2k context, 5
+tokens cost 1.2x one and 9 cost 1.6x, against 1.1x and 1.2x at 128) and corrects the curve online by what
+each round really took (a busier machine).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .machine import cache_dir, cpu_model, isa_flags
 
 TARGET_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 CONTEXT = 128  # positions already in the cache while timing (a short prompt)
-COST_VERSION = 2  # bump when what is measured changes (v2: engine attention, packed draft decoder)
+LONG_CONTEXT = 1024  # ... and a second time, deep in a trace (costs between and beyond are linear in it)
+COST_VERSION = 3  # bump when what is measured changes (v2: engine attention, packed draft decoder; v3: two contexts)
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,19 @@ class RoundCost:
     commit_sizes: tuple[int, ...]
     commit_ms: tuple[float, ...]
     facts: dict  # what the key was made of (for the reader of the cache file)
+    # the same forwards with ``long_context`` positions in the cache (empty: measured at one context only)
+    target_long_ms: tuple[float, ...] = ()
+    short_context: int = CONTEXT
+    long_context: int = LONG_CONTEXT
 
-    def target(self, k: int) -> float:
-        return _interp(self.sizes, self.target_ms, k)
+    def target(self, k: int, context: int | None = None) -> float:
+        """A target forward of k new tokens over ``context`` cached positions (None: the short context)."""
+        short = _interp(self.sizes, self.target_ms, k)
+        if context is None or not self.target_long_ms or context <= self.short_context:
+            return short
+        long = _interp(self.sizes, self.target_long_ms, k)
+        frac = (context - self.short_context) / (self.long_context - self.short_context)
+        return max(short + (long - short) * frac, short)  # linear in the keys read, never below the short cost
 
     def draft_step(self, m: int) -> float:
         return _interp(self.draft_sizes, self.draft_step_ms, m)
@@ -61,7 +74,7 @@ class RoundCost:
 
     @staticmethod
     def from_dict(d: dict) -> RoundCost:
-        tup = ("sizes", "target_ms", "draft_sizes", "draft_step_ms", "commit_sizes", "commit_ms")
+        tup = ("sizes", "target_ms", "draft_sizes", "draft_step_ms", "commit_sizes", "commit_ms", "target_long_ms")
         return RoundCost(**{k: tuple(v) if k in tup else v for k, v in d.items()})
 
 
@@ -74,6 +87,33 @@ def _interp(xs: tuple[int, ...], ys: tuple[float, ...], x: float) -> float:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     (x0, y0), (x1, y1) = (xs[-2], ys[-2]), (xs[-1], ys[-1])
     return y1 + max(y1 - y0, 0.0) * (x - x1) / (x1 - x0)
+
+
+def monotone(ys: list[float]) -> list[float]:
+    """The non-decreasing sequence closest to ``ys`` in least squares (pool adjacent violators): a forward
+    of more tokens never costs less, and one slow sample must not make a single size look dear."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for y in ys:
+        blocks.append([y, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, n = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+    return [s / n for s, n in blocks for _ in range(int(n))]
+
+
+def interleaved_ms(fns: list, reps: int, warmup: int = 1) -> list[float]:
+    """Median ms of each function, timed in turns (a busy moment slows every size alike, not one)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def cost_facts(target, draft, device: str = "cpu") -> dict:
@@ -119,20 +159,33 @@ def measure(target, draft, branching: int = 8, reps: int = 5, sizes: tuple[int, 
 
     g = torch.Generator().manual_seed(0)
     vocab = target.vocab_size
-    cache = target.new_cache(CONTEXT + max(sizes) + 1)
+    # the long context where the model's positions allow it (a small test model may hold fewer)
+    room = int(getattr(target.config, "max_position_embeddings", None) or LONG_CONTEXT + max(sizes) + 1)
+    long_context = min(LONG_CONTEXT, room - max(sizes) - 1)
+    cache = target.new_cache(max(long_context, CONTEXT) + max(sizes) + 1)
     prompt = torch.randint(0, vocab, (1, CONTEXT), generator=g)
     _, hidden = target.forward(prompt, cache)
-    target_ms = []
-    for k in sizes:  # k new tokens = 1 pending + a chain of k - 1 drafts, with the tree mask the engine builds
-        tree = DraftTree(tokens=[1] * (k - 1), parents=[i - 1 for i in range(k - 1)], depths=list(range(1, k)))
-        ids, pos, mask = verification_inputs([1], tree, CONTEXT, target.dtype)
 
-        def run(ids=ids, pos=pos, mask=mask) -> None:
-            target.forward(ids, cache, pos, mask)
-            cache.keep_first(CONTEXT)
+    def forwards(past: int) -> list:  # k new tokens = 1 pending + a chain of k - 1 drafts, masked as the engine does
+        out = []
+        for k in sizes:
+            tree = DraftTree(tokens=[1] * (k - 1), parents=[i - 1 for i in range(k - 1)], depths=list(range(1, k)))
+            ids, pos, mask = verification_inputs([1], tree, past, target.dtype)
 
-        target_ms.append(median_ms(run, reps))
-    target.forward_calls -= (reps + 2) * len(sizes) + 1  # measuring is not decoding
+            def run(ids=ids, pos=pos, mask=mask) -> None:
+                target.forward(ids, cache, pos, mask)
+                cache.keep_first(past)
+
+            out.append(run)
+        return out
+
+    target_ms = monotone(interleaved_ms(forwards(CONTEXT), reps))
+    long_ms: list[float] = []
+    if long_context >= 2 * CONTEXT:
+        target.forward(torch.randint(0, vocab, (1, long_context - CONTEXT), generator=g), cache)  # deep in a trace
+        long_ms = monotone(interleaved_ms(forwards(long_context), reps))
+    # measuring is not decoding: the forwards above do not count
+    target.forward_calls -= 2 * (reps + 1) * len(sizes) + 2 if long_ms else (reps + 1) * len(sizes) + 1
     draft_sizes, draft_ms, commit_sizes, commit_ms = (1,), (0.0,), (1,), (0.0,)
     if draft is not None:
         fused, _ = draft.fuse(hidden)
@@ -158,7 +211,8 @@ def measure(target, draft, branching: int = 8, reps: int = 5, sizes: tuple[int, 
     facts = cost_facts(target, draft)
     return RoundCost(key=cost_key(facts), sizes=tuple(sizes), target_ms=tuple(target_ms),
                      draft_sizes=tuple(draft_sizes), draft_step_ms=tuple(draft_ms), commit_sizes=tuple(commit_sizes),
-                     commit_ms=tuple(commit_ms), facts=facts)  # fmt: skip
+                     commit_ms=tuple(commit_ms), facts=facts, target_long_ms=tuple(long_ms),
+                     long_context=long_context)  # fmt: skip
 
 
 def load_or_measure(target, draft, branching: int = 8, refresh: bool = False) -> tuple[RoundCost, bool]:

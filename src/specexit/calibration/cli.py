@@ -32,8 +32,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--risk", type=float, required=True,
                    help="EPS: accuracy loss allowed against full thinking, a fraction (0.01 = 1 point)")  # fmt: skip
     c.add_argument("--delta", type=float, default=0.1, help="the guarantee holds with probability >= 1 - delta")
-    c.add_argument("--loss", choices=["net", "harm"], default="net",
-                   help="net: accuracy(full) - accuracy(exit); harm: share of problems turned wrong")  # fmt: skip
+    c.add_argument("--loss", choices=["net", "harm", "net-exact"], default="net",
+                   help="net: accuracy(full) - accuracy(exit), by a betting test; harm: share of problems turned "
+                   "wrong, by an exact binomial test; net-exact: the net loss by the better of the two tests "
+                   "(Bonferroni: each at delta/2), for rules that change (almost) nothing")  # fmt: skip
     c.add_argument("--out", required=True, help="folder for data/, signals.jsonl, calibration.json, exit_policy.json")
     c.add_argument("--install", action="store_true", help="also write exit_policy.json into the --draft folder")
     c.add_argument("--select-fraction", type=float, default=0.3, help="share of problems that choose the family")
