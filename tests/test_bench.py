@@ -26,7 +26,12 @@ def test_parse_methods():
     assert ms[4].exit_config.thinking_budget == 16 and ms[5].probe.threshold == 0.9
     assert not ms[6].enable_thinking and ms[0].enable_thinking
     assert split_methods("a[x=1,y=2],b") == ["a[x=1,y=2]", "b"]
+    confirmed = parse_method("specexit[confidence=0.5,progress=off,remain=off,agree=2,agree_tokens=16]").exit_config
+    assert (confirmed.thresholds, confirmed.agree, confirmed.agree_tokens) == ({"confidence": 0.5}, 2, 16)
     for bad, match in [
+        ("specexit[agree=-1]", "agree must be an integer >= 0"),
+        ("specexit[agree=1.5]", "is not a number"),
+        ("specexit[agree_tokens=0]", "agree_tokens must be"),
         ("specexit[colour=1]", "unknown knob 'colour'"),
         ("specexit[confidence=high]", "is not a number"),
         ("budget", "budget needs a token count"),

@@ -124,6 +124,20 @@ def test_harm_counts_only_harms():
     assert pvalue(full, exit_, 0.05, DELTA, "net") < 1e-6  # the fixes count for the net loss
 
 
+def test_net_exact_certifies_a_rule_that_changes_nothing_where_betting_alone_cannot():
+    """300 problems, no answer changed, 1 point: the exact harm test gives 2 x 0.99^300 = 0.098 <= 0.1;
+    the betting p-value needs about 320 problems for that."""
+    full = [True] * 150 + [False] * 150
+    assert pvalue(full, full, 0.01, DELTA, "net-exact") == pytest.approx(2 * 0.99**300, rel=1e-9)
+    assert pvalue(full, full, 0.01, DELTA, "net") > DELTA
+    # and where exits fix as many answers as they break, the betting half carries it (doubled)
+    full = [True] * 200 + [False] * 200
+    exit_ = [False] * 20 + [True] * 180 + [True] * 20 + [False] * 180  # 20 harms, 20 fixes
+    net = pvalue(full, exit_, 0.05, DELTA, "net")
+    assert pvalue(full, exit_, 0.05, DELTA, "net-exact") == pytest.approx(2 * net) and 2 * net <= DELTA
+    assert pvalue(full, exit_, 0.05, DELTA, "harm") > DELTA
+
+
 def test_each_pvalue_is_valid_at_the_null_boundary():
     # harm: P(p <= delta) under a harm rate of exactly eps, computed exactly over all counts
     ks = np.arange(N_PROBLEMS + 1)
@@ -216,19 +230,25 @@ def draw(rng: np.random.Generator, harm: np.ndarray, fix: np.ndarray, right: flo
 
 
 def true_loss(loss: str, harm: np.ndarray, fix: np.ndarray) -> np.ndarray:
-    return harm - fix if loss == "net" else harm
+    return harm if loss == "harm" else harm - fix
 
 
 J = np.arange(10)
 CUTS = 0.05 * (J + 1)  # the fraction of thinking a rule cuts, growing with its aggressiveness
+# net loss crosses eps between rules 7 (0.019) and 8 (0.023): harms and fixes both grow
+FAMILIES_NET_CROSSING = (0.02 + 0.004 * J + np.array([-9, -5, -1, 3, 7, 11, 15, 19, 23, 27]) / 1000, 0.02 + 0.004 * J)
 FAMILIES = {
-    # net loss crosses eps between rules 7 (0.019) and 8 (0.023): harms and fixes both grow
-    ("net", "crossing"): (0.02 + 0.004 * J + np.array([-9, -5, -1, 3, 7, 11, 15, 19, 23, 27]) / 1000, 0.02 + 0.004 * J),
+    ("net", "crossing"): FAMILIES_NET_CROSSING,
     # every rule is just above eps: any acceptance is a violation, so this probes the first p-value's validity
     ("net", "boundary"): (0.041 + 0.01 * J, 0.02 + 0.01 * J),
     # harm crosses eps between rules 4 (0.019) and 5 (0.023); the fixes do not count
     ("harm", "crossing"): ((3 + 4 * J) / 1000, (1 + 2 * J) / 1000),
     ("harm", "boundary"): (0.021 + 0.004 * J, np.zeros(10)),
+    # the net loss by the better of the two tests: the net families, and one without fixes, where the
+    # exact harm test is the sharper one and so the one whose validity is probed
+    ("net-exact", "crossing"): FAMILIES_NET_CROSSING,
+    ("net-exact", "boundary"): (0.041 + 0.01 * J, 0.02 + 0.01 * J),
+    ("net-exact", "no fixes"): (0.021 + 0.004 * J, np.zeros(10)),
 }
 
 
@@ -245,7 +265,7 @@ def test_the_chosen_rule_violates_eps_at_most_delta_of_the_time(loss, family):
         violations += got.chosen is not None and truth[got.chosen] > EPS
         # the plug-in rule (largest cut whose empirical loss <= eps): what the test must be able to catch
         diff = full.astype(int) - exits.astype(int)
-        empirical = (diff if loss == "net" else np.maximum(diff, 0)).mean(axis=1)
+        empirical = (np.maximum(diff, 0) if loss == "harm" else diff).mean(axis=1)
         ok = np.flatnonzero(empirical <= EPS)
         naive_violations += ok.size > 0 and truth[ok.max()] > EPS
     rate = violations / N_CALIBRATIONS

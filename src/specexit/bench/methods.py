@@ -134,10 +134,14 @@ def parse_method(label: str, base: ExitConfig | None = None, draft: str | None =
             cfg = replace(cfg, lagged=v.lower() in ("1", "true", "yes"))
         elif k == "readout":
             cfg = replace(cfg, readout=v)
+        elif k == "agree":
+            cfg = replace(cfg, agree=_num(label, k, v, int))
+        elif k == "agree_tokens":
+            cfg = replace(cfg, agree_tokens=_num(label, k, v, int))
         else:
             raise ConfigError(
                 f"method {label!r}: unknown knob {k!r} (confidence, progress, remain, alpha, smoothing, window, "
-                "min, lagged, readout)"
+                "min, lagged, readout, agree, agree_tokens)"
             )
     cfg = replace(cfg, thresholds=thresholds)
     cfg.validate()

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 
 CITATION = ("Learn-then-Test (Angelopoulos et al. 2021, arXiv 2110.01052) with fixed-sequence testing; "
             "p-values: betting (Waudby-Smith & Ramdas 2020, arXiv 2010.09686) for the net loss, exact "
-            "binomial for the harm loss")  # fmt: skip
+            "binomial for the harm loss, the smaller of the two doubled (Bonferroni) for net-exact")  # fmt: skip
 
 
 def register(subparsers) -> argparse.ArgumentParser:
