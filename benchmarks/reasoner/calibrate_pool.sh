@@ -4,7 +4,8 @@
 # EPS = 1, 2, then 5 points (the first certified is installed beside the shipped draft), the rules replayed
 # (exit_replay.py: budgets, the DEER probe, answer agreement, the draft's confidence, the policy), and the
 # repeated random splits.  Seconds: every signal is recorded already.
-#   benchmarks/reasoner/calibrate_pool.sh [POOL_DIR] [CHUNKS]    (default runs/think-pool, "0 1 2")
+#   [LOSS=net-exact] benchmarks/reasoner/calibrate_pool.sh [POOL_DIR] [CHUNKS]    (default runs/think-pool, "0 1 2")
+# LOSS: calibrate's --loss (default net); results of another loss are named POOL-LOSS-*
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=${1:-runs/think-pool}
@@ -13,6 +14,8 @@ M=${TARGET:-$(specexit models get qwen2.5-coder-0.5b-think | tail -1)}
 D=src/specexit/assets/qwen2.5-coder-0.5b-think-draft
 R=benchmarks/results/reasoner/pool
 TAG=pool$(echo "$CHUNKS" | tr -d ' ')
+LOSS=${LOSS:-net}
+NAME=$TAG$([ "$LOSS" = net ] || echo "-$LOSS")  # the results of this loss
 mkdir -p "$R"
 python - "$P" "$P/$TAG" $CHUNKS <<'PY'
 import json, shutil, sys
@@ -57,31 +60,31 @@ PY
 cp "$P/$TAG/signals.jsonl" "$R/$TAG-signals.jsonl"  # the calibration data of every number below (small)
 rm -f "$P/$TAG/cal/exit_policy.json"
 for EPS in 1 2 5; do
-  specexit --threads 2 calibrate --target "$M" --draft $D --data "$P/$TAG" --risk "0.0$EPS" --delta 0.1 \
+  specexit --threads 2 calibrate --target "$M" --draft $D --data "$P/$TAG" --risk "0.0$EPS" --delta 0.1 --loss "$LOSS" \
       --dtype bfloat16 --out "$P/$TAG/cal" --no-progress || [ $? -eq 1 ]  # 1: no rule certified (said on stdout)
-  cp "$P/$TAG/cal/calibration.json" "$R/$TAG-calibration-eps$EPS.json"
+  cp "$P/$TAG/cal/calibration.json" "$R/$NAME-calibration-eps$EPS.json"
   [ -f "$P/$TAG/cal/exit_policy.json" ] && break
 done
 # rules confirmed by agreement compete too (torch backend only: results, not installed)
 rm -f "$P/$TAG/cal-agree/exit_policy.json"
 for EPS in 1 2 5; do
-  specexit --threads 2 calibrate --target "$M" --draft $D --data "$P/$TAG" --risk "0.0$EPS" --delta 0.1 --agree 0,1,2 --probe-tokens 16 \
+  specexit --threads 2 calibrate --target "$M" --draft $D --data "$P/$TAG" --risk "0.0$EPS" --delta 0.1 --loss "$LOSS" --agree 0,1,2 --probe-tokens 16 \
       --dtype bfloat16 --out "$P/$TAG/cal-agree" --no-progress || [ $? -eq 1 ]
-  cp "$P/$TAG/cal-agree/calibration.json" "$R/$TAG-agree-calibration-eps$EPS.json"
+  cp "$P/$TAG/cal-agree/calibration.json" "$R/$NAME-agree-calibration-eps$EPS.json"
   [ -f "$P/$TAG/cal-agree/exit_policy.json" ] && break
 done
-[ -f "$P/$TAG/cal-agree/exit_policy.json" ] && cp "$P/$TAG/cal-agree/exit_policy.json" "$R/$TAG-agree-exit_policy.json"
+[ -f "$P/$TAG/cal-agree/exit_policy.json" ] && cp "$P/$TAG/cal-agree/exit_policy.json" "$R/$NAME-agree-exit_policy.json"
 # the rules replayed: the new policy (if any) beside the one shipped before it
 POLICY=(--policy $D/exit_policy.json)
 if [ -f "$P/$TAG/cal/exit_policy.json" ]; then
-  cp "$P/$TAG/cal/exit_policy.json" "$R/$TAG-exit_policy.json"
-  POLICY+=(--policy "$R/$TAG-exit_policy.json")
+  cp "$P/$TAG/cal/exit_policy.json" "$R/$NAME-exit_policy.json"
+  POLICY+=(--policy "$R/$NAME-exit_policy.json")
 fi
 python benchmarks/reasoner/exit_replay.py "$P/$TAG" --signals "$P/$TAG/signals.jsonl" "${POLICY[@]}" \
-    --json "$R/$TAG-exit_replay.json"
-python benchmarks/calibration/splits.py "$P/$TAG/signals.jsonl" --eps 0.005,0.01,0.02,0.05 --delta 0.1 --splits 20 \
-    --test-fraction 0.3 --json "$R/$TAG-splits.json"
-python benchmarks/calibration/splits.py "$P/$TAG/signals.jsonl" --eps 0.005,0.01,0.02,0.05 --delta 0.1 --splits 20 \
-    --test-fraction 0.3 --agree 0,1,2 --json "$R/$TAG-agree-splits.json"
+    --json "$R/$NAME-exit_replay.json"
+python benchmarks/calibration/splits.py "$P/$TAG/signals.jsonl" --eps 0.005,0.01,0.02,0.05 --delta 0.1 --loss "$LOSS" --splits 20 \
+    --test-fraction 0.3 --json "$R/$NAME-splits.json"
+python benchmarks/calibration/splits.py "$P/$TAG/signals.jsonl" --eps 0.005,0.01,0.02,0.05 --delta 0.1 --loss "$LOSS" --splits 20 \
+    --test-fraction 0.3 --agree 0,1,2 --json "$R/$NAME-agree-splits.json"
 # INSTALL=1: the new policy becomes the shipped draft's (generate / bench / serve / vLLM use it by default)
-if [ "${INSTALL:-0}" = 1 ] && [ -f "$R/$TAG-exit_policy.json" ]; then cp "$R/$TAG-exit_policy.json" $D/exit_policy.json; fi
+if [ "${INSTALL:-0}" = 1 ] && [ -f "$R/$NAME-exit_policy.json" ]; then cp "$R/$NAME-exit_policy.json" $D/exit_policy.json; fi
