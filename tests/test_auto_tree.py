@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, MIN_SEEN, STALE, AutoTreePlanner
+from specexit.auto_tree import MAX_BACKOFF, MIN_BACKOFF, MIN_JUDGED, MIN_SEEN, SIB_PRIOR, STALE, AutoTreePlanner
 from specexit.cli_options import AUTO_BOUNDS, parse_tree
 from specexit.draft import init_draft
 from specexit.engine import SpecExitGenerator
@@ -196,6 +196,46 @@ def test_siblings_share_their_parents_chance_and_the_likeliest_nodes_are_kept(tm
     # ... its siblings get nothing, and the kept tree is the 4-deep chain of top children (which by path
     # probability ranks below the root's other children)
     assert tree.depths == [1, 2, 3, 4] and tree.parents == [-1, 0, 1, 2]
+
+
+def _sibling_rounds(planner: AutoTreePlanner, took_sibling_every: int, rounds: int = 80) -> None:
+    """Rounds verifying a top child (path probability 0.5) and its sibling (0.3) at depth 1, each with a
+    first child of its own at depth 2 (0.25, 0.15); the target takes the top child's line, except every
+    ``took_sibling_every``-th round (0: never), where it takes the sibling's."""
+    for i in range(rounds):
+        sib = took_sibling_every and i % took_sibling_every == 0
+        planner.observe(drafted=True, tree_probs=[0.5, 0.3, 0.25, 0.15], tree_depths=[1, 1, 2, 2],
+                        tree_parents=[-1, -1, 0, 1], accepted_nodes=[1, 3] if sib else [0, 2], accepted=2,
+                        n_verified=5, round_ms=20.0, target_ms=10.0, draft_ms=2.0, draft_steps=2, tokens=3)  # fmt: skip
+
+
+def test_first_children_and_their_siblings_are_calibrated_apart():
+    """A target that always takes the draft's top token (forced acceptance) never takes a sibling: the top
+    child is sure and its siblings worth nothing.  With one factor per depth (accepted / the mass of the
+    whole depth) the top child counted 0.5 x 1/0.8 = 0.63 and its sibling got the 0.37 left, so the
+    planner kept siblings instead of drafting the chain deeper."""
+    top_only = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _sibling_rounds(top_only, took_sibling_every=0)
+    assert top_only.weight(0.5, 1) == pytest.approx(1.0, abs=0.02)
+    assert top_only.weight(0.3, 1, first=False) < 0.02
+    # depth 2 holds two first children (of the top child and of the sibling): 1 accepted per 0.4 of mass
+    assert top_only.depth_factor(2) == pytest.approx(1 / 0.4, rel=0.05)
+    # siblings not verified for STALE rounds (chains only) are given their prior chance again, once
+    _chain_rounds(top_only, [0.5, 0.25], accepted=2, rounds=STALE)
+    assert top_only.depth_factor(1, first=False) < 0.05
+    _chain_rounds(top_only, [0.5, 0.25], accepted=2, rounds=1)
+    assert top_only.depth_factor(1, first=False) == pytest.approx(SIB_PRIOR)
+    _sibling_rounds(top_only, took_sibling_every=0, rounds=1)  # verified again and not taken: out again
+    assert top_only.depth_factor(1, first=False) < 0.05
+    # a target that takes the sibling's line every other round: each kind learns its own rate
+    both = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _sibling_rounds(both, took_sibling_every=2)
+    assert both.depth_factor(1) == pytest.approx(0.5 / 0.5, rel=0.1)
+    assert both.depth_factor(1, first=False) == pytest.approx(0.5 / 0.3, rel=0.1)
+    # a chain (no parents given) is all first children: the sibling factors keep their prior
+    chain = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _chain_rounds(chain, [0.5, 0.25], accepted=2)
+    assert chain.depth_factor(1, first=False) == pytest.approx(0.8)
 
 
 def _feed(planner: AutoTreePlanner, *, on_tokens: float, on_ms: float, off_ms: float, rounds: int) -> list[bool]:

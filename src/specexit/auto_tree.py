@@ -10,9 +10,12 @@ pending tokens,
 with p_i the draft's path probability of node i (its score), w_i the chance the target accepts it: p_i
 times a calibration factor c_d of its depth d (accepted / predicted at that depth, learned online: a draft
 is often well calibrated at depth 1 and under- or over-confident deeper; a depth not yet verified often
-enough takes the factor of the deepest one that was), capped by what its parent's chance leaves after its
-higher-ranked siblings (a child is accepted only with its parent, and at most one child is), D the draft
-steps spent, V(k) the cost of a target forward of
+enough takes the factor of the deepest one that was), learned apart for a node's first (top-ranked)
+child and for its other children (a target that takes the draft's top token whatever its probability,
+as under forced acceptance, never takes a sibling: one factor for both made siblings look as likely as
+the top child's shortfall and kept them in the tree instead of a deeper chain), capped by what its
+parent's chance leaves after its higher-ranked siblings (a child is accepted only with its parent, and at
+most one child is), D the draft steps spent, V(k) the cost of a target forward of
 k tokens at the current cache length (measured at two contexts, interpolated, and scaled online by what
 forwards really took) and O the rest of a round
 (verification, signals, Python), also learned online.  The planner
@@ -45,6 +48,7 @@ MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower tha
 MIN_SEEN = 3  # rounds that verified a depth before its own calibration factor is trusted
 STALE = 16  # ... and it is trusted while that depth was verified within this many rounds with a tree
 LOOKAHEAD = 3  # draft steps the depth decision looks ahead
+SIB_PRIOR = 0.8  # accepted / predicted for a sibling before any was verified
 CONTEXT_STEP = 64  # cache positions after which the planner's cost-by-size table is recomputed
 
 
@@ -97,6 +101,9 @@ class PlannerMemory:
 _CARRIED = (
     "depth_acc",
     "depth_mass",
+    "sib_acc",
+    "sib_mass",
+    "sib_age",
     "depth_seen",
     "depth_age",
     "target_scale",
@@ -119,6 +126,13 @@ class AutoTreePlanner:
         self.depth_mass = [Ema(1.0) for _ in range(max_depth + 2)]
         self.depth_seen = [0] * (max_depth + 2)  # rounds that verified nodes of depth d
         self.depth_age = [0] * (max_depth + 2)  # rounds with a tree since depth d was last verified
+        # the same for the other children (ranked below a first child): their own factor, no fallback to
+        # other depths (a sibling is taken only where the first child is not, which says nothing of other
+        # depths); a depth whose siblings were not verified in STALE rounds takes the prior again, so that
+        # siblings found useless once are tried again now and then
+        self.sib_acc = [Ema(SIB_PRIOR) for _ in range(max_depth + 2)]
+        self.sib_mass = [Ema(1.0) for _ in range(max_depth + 2)]
+        self.sib_age = [0] * (max_depth + 2)
         self._factors: list[float] | None = None  # c_d by depth, recomputed after each observed round
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
         self.draft_scale = Ema(1.0)
@@ -178,8 +192,12 @@ class AutoTreePlanner:
     def step_ms(self, m: int) -> float:
         return self.draft_scale.value * self.cost.draft_step(m)
 
-    def depth_factor(self, depth: int) -> float:
-        """c_d: accepted / predicted at this depth."""
+    def depth_factor(self, depth: int, first: bool = True) -> float:
+        """c_d: accepted / predicted at this depth, for first children or (``first=False``) the others."""
+        if not first:
+            d = min(depth, len(self.sib_acc) - 1)
+            own = self.sib_acc[d].value / max(self.sib_mass[d].value, 1e-6)
+            return own if self.sib_age[d] <= STALE else max(own, SIB_PRIOR)
         if self._factors is None:
             self._factors = self._depth_factors()
         return self._factors[min(depth, len(self._factors) - 1)]
@@ -204,9 +222,10 @@ class AutoTreePlanner:
                 out[d] = own[deepest]
         return out
 
-    def weight(self, prob: float, depth: int, parent_weight: float = 1.0) -> float:
-        """The chance the target accepts a node of path probability ``prob`` at ``depth``."""
-        return min(self.depth_factor(depth) * prob, parent_weight)
+    def weight(self, prob: float, depth: int, parent_weight: float = 1.0, first: bool = True) -> float:
+        """The chance the target accepts a node of path probability ``prob`` at ``depth``; ``first``: the
+        node is its parent's top-ranked child."""
+        return min(self.depth_factor(depth, first) * prob, parent_weight)
 
     def rate(self, weight_sum: float, draft_ms: float, n_verified: int) -> float:
         """Expected tokens per ms of a round that verifies ``n_verified`` tokens."""
@@ -258,10 +277,11 @@ class AutoTreePlanner:
     # -- after a round ---------------------------------------------------------------------------------
     def observe(self, *, drafted: bool, tree_probs: list[float], tree_depths: list[int], accepted: int,
                 n_verified: int, round_ms: float, target_ms: float, draft_ms: float, draft_steps: int,
-                tokens: int) -> None:  # fmt: skip
-        """What the round did: whether it drafted, the verified tree's path probabilities and depths, tokens
-        accepted from it, the target forward's and the draft's time, the round's time and the tokens it
-        yielded."""
+                tokens: int, tree_parents: list[int] | None = None,
+                accepted_nodes: list[int] | None = None) -> None:  # fmt: skip
+        """What the round did: whether it drafted, the verified tree's path probabilities, depths and parents
+        (None: a chain), the nodes accepted from it (root to leaf; None: the first ``accepted`` of a chain),
+        the target forward's and the draft's time, the round's time and the tokens it yielded."""
         pred = self.cost.target(n_verified, self.context)
         if pred > 0 and target_ms > 0:
             self.target_scale.add(min(max(target_ms / pred, 0.2), 5.0))
@@ -269,17 +289,7 @@ class AutoTreePlanner:
             self.draft_scale.add(min(max(draft_ms / (draft_steps * self.cost.draft_step(1)), 0.2), 5.0))
         self.overhead.add(max(round_ms - target_ms - draft_ms, 0.0))
         if tree_probs:
-            self.depth_age = [a + 1 for a in self.depth_age]
-            mass = [0.0] * (max(tree_depths) + 1)
-            for p, d in zip(tree_probs, tree_depths, strict=True):
-                mass[d] += p
-            for d in range(1, min(len(mass), len(self.depth_acc))):
-                if mass[d] > 0:  # the accepted path holds one node of each depth up to its length
-                    self.depth_mass[d].add(mass[d])
-                    self.depth_acc[d].add(1.0 if accepted >= d else 0.0)
-                    self.depth_seen[d] += 1
-                    self.depth_age[d] = 0
-            self._factors = None
+            self._observe_tree(tree_probs, tree_depths, accepted, tree_parents, accepted_nodes)
         st = self.stats
         if drafted:
             self._on_rounds += 1
@@ -293,6 +303,41 @@ class AutoTreePlanner:
             toks.add(tokens)
             ms.add(round_ms)
         self._switch()
+
+    def _observe_tree(self, probs: list[float], depths: list[int], accepted: int, parents: list[int] | None,
+                      accepted_nodes: list[int] | None) -> None:  # fmt: skip
+        """Per depth and kind of child (first or other): the verified path-probability mass and whether the
+        accepted path's node of that depth was of that kind."""
+        n = len(probs)
+        if parents is None:  # a chain: node i is the first child of node i - 1
+            parents = [i - 1 for i in range(n)]
+        if accepted_nodes is None:
+            accepted_nodes = list(range(min(accepted, n)))
+        seen_parent: set[int] = set()
+        first = []  # node i is its parent's first (top-ranked) child: siblings come in rank order
+        for par in parents:
+            first.append(par not in seen_parent)
+            seen_parent.add(par)
+        top = max(depths) + 1
+        mass = [[0.0] * top, [0.0] * top]  # [first, other][depth]
+        for p, d, f in zip(probs, depths, first, strict=True):
+            mass[0 if f else 1][d] += p
+        took = [[0.0] * top, [0.0] * top]
+        for i in accepted_nodes:  # the accepted path holds one node of each depth up to its length
+            took[0 if first[i] else 1][depths[i]] = 1.0
+        self.depth_age = [a + 1 for a in self.depth_age]
+        self.sib_age = [a + 1 for a in self.sib_age]
+        for d in range(1, min(top, len(self.depth_acc))):
+            if mass[0][d] > 0:
+                self.depth_mass[d].add(mass[0][d])
+                self.depth_acc[d].add(took[0][d])
+                self.depth_seen[d] += 1
+                self.depth_age[d] = 0
+            if mass[1][d] > 0:
+                self.sib_mass[d].add(mass[1][d])
+                self.sib_acc[d].add(took[1][d])
+                self.sib_age[d] = 0
+        self._factors = None
 
     @property
     def rate_on(self) -> float:

@@ -426,6 +426,7 @@ class SpecExitGenerator:
             if planner is not None and p == 1:  # a round after an exit verifies forced tokens: not typical
                 flush = proposer.last_flush_ms if drafting else 0.0
                 obs = dict(drafted=drafting, tree_probs=tree.probs, tree_depths=tree.depths, accepted=len(acc),
+                           tree_parents=tree.parents, accepted_nodes=acc,
                            n_verified=p + len(tree), target_ms=t_target, draft_ms=t_draft - flush, tokens=len(acc) + 1,
                            draft_steps=proposer.last_steps if drafting else 0, flush_ms=flush)  # fmt: skip
             yield emitted, len(acc) + 1
