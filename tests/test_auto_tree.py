@@ -4,6 +4,7 @@ stays lossless (greedy identical to plain decoding) whatever it decides."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -35,7 +36,7 @@ def two_context_table(short_per_token: float, long_per_token: float, base_ms: fl
     """Verification dearer per token deep in a trace (1,024 cached positions) than at 128."""
     short = cost_table(short_per_token, base_ms)
     long = tuple(base_ms + long_per_token * (k - 1) for k in SIZES)
-    return RoundCost(**{**short.__dict__, "target_long_ms": long, "short_context": 128, "long_context": 1024})
+    return dataclasses.replace(short, target_long_ms=long, short_context=128, long_context=1024)
 
 
 def test_costs_are_interpolated_between_the_two_contexts_and_extrapolated_beyond():

@@ -223,15 +223,13 @@ def main() -> int:
         conf = lambda r: r["signals"].get("confidence", [])  # noqa: E731
         gated = lambda t: lambda r, i: i < len(conf(r)) and conf(r)[i] > t  # noqa: E731
 
-        def confirmed(t: float, k: int):  # the engine's rule (ExitConfig.agree), replayed as calibration does
-            cfg = ExitConfig(thresholds={"confidence": t}, smoothing="none", readout="boundary", agree=k,
-                             min_thinking_tokens=a.min_thinking)  # fmt: skip
-            return rule_pick(cfg)
-
-        out["gated_agree"] = {f"{t:g}:{k}": {**apply(rows, confirmed(t, k)),
-                                             "trials_per_output": trials(rows, confirmed(t, k), a.min_thinking,
-                                                                         gated(t))}
-                              for t in GATES for k in AGREE}  # fmt: skip
+        out["gated_agree"] = {}
+        for t in GATES:
+            for k in AGREE:  # the engine's rule (ExitConfig.agree), replayed as calibration does
+                pick = rule_pick(ExitConfig(thresholds={"confidence": t}, smoothing="none", readout="boundary",
+                                            agree=k, min_thinking_tokens=a.min_thinking))  # fmt: skip
+                per_output = trials(rows, pick, a.min_thinking, gated(t))
+                out["gated_agree"][f"{t:g}:{k}"] = {**apply(rows, pick), "trials_per_output": per_output}
         out["confidence"] = {f"{t:g}": apply(rows, threshold_rule(conf, t, a.min_thinking)) for t in THRESHOLDS}
         rules = {"paper:boundary": ExitConfig(readout="boundary"), **{f"policy:{k}": v for k, v in policies.items()}}
         out["rules"] = {name: apply(rows, rule_pick(rule), paired=True) for name, rule in rules.items()}

@@ -379,14 +379,14 @@ class SpecExitGenerator:
                 planner.observe(round_ms=(now - top) * 1e3 - obs.pop("flush_ms"), **obs)
             top, obs = now, None
             drafting = len(pending) == 1 and (planner is None or planner.on)
+            past = cache.get_seq_length()  # the pending tokens are not cached yet; proposing leaves it alone
             if planner is not None:
-                planner.set_context(cache.get_seq_length())
+                planner.set_context(past)
             t_draft = time.perf_counter()
             with timed("propose"):
                 tree = proposer.propose(gen) if drafting else DraftTree.empty()
             t_draft = (time.perf_counter() - t_draft) * 1e3
             with timed("tree_inputs"):
-                past = cache.get_seq_length()
                 if len(tree):
                     ids, pos, mask = verification_inputs(pending, tree, past, target.dtype)
                 else:  # no tree: a plain causal step, as plain decoding runs it (no mask to build)
