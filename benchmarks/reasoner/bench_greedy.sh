@@ -8,7 +8,8 @@
 # them (11: its speed per token against spec's, on the same outputs).  Two shards, one core and one torch
 # thread each; all methods of a question run in one process, so their latencies compare.  ~65 minutes.
 #   benchmarks/reasoner/bench_greedy.sh [OUT_DIR]
-# (the eighth session ran METHODS="spec,calibrated,$AGREE,boundary-budget:320" and stopped after 34 problems)
+# (the eighth session ran METHODS="spec,calibrated,$AGREE,boundary-budget:320" and stopped after 34 problems:
+#  2026-12-07-eighth/; the ninth ran it all, with trial answers verified against the previous one)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 M=${TARGET:-$(specexit models get qwen2.5-coder-0.5b-think | tail -1)}

@@ -31,17 +31,26 @@ def trial_answer(
     stop_ids: set[int],
     max_tokens: int,
     done: Callable[[list[int]], bool] = lambda _ids: False,
+    guess: Sequence[int] = (),
 ) -> tuple[list[int], list[float]]:
-    """Greedy answer after ``cache[:visible_len] + feed``: (tokens, their probabilities)."""
+    """Greedy answer after ``cache[:visible_len] + feed``: (tokens, their probabilities).
+
+    ``guess``: the tokens this answer is expected to start with (a judge passes its previous trial
+    answer: at the next boundary the model mostly writes the same sentence).  They are fed with ``feed``
+    and verified in the same forward, as speculative decoding verifies a chain: the answer keeps the
+    longest prefix of the guess that greedy decoding would write, plus the next greedy token, so the
+    answer is the one without a guess, in fewer target forwards."""
     start = cache.get_seq_length()
     neg = torch.finfo(target.dtype).min
     tokens: list[int] = []
     probs: list[float] = []
     step_ids = list(feed)
+    lookahead = list(guess[: max_tokens - 1])
     written = 0  # probe tokens already in the cache
     try:
         while len(tokens) < max_tokens:
-            n = len(step_ids)
+            ids = step_ids + lookahead
+            n = len(ids)
             past = cache.get_seq_length()
             mask = torch.full((n, past + n), neg, dtype=target.dtype)
             mask[:, :visible_len] = 0.0
@@ -50,15 +59,27 @@ def trial_answer(
             own[:, written:] = torch.ones(n, n, dtype=torch.bool).tril()
             mask[:, start:].masked_fill_(own, 0.0)
             pos = torch.arange(visible_len + written, visible_len + written + n)[None]
-            logits, _ = target.forward(torch.tensor([step_ids]), cache, pos, mask[None, None], last_only=True)
-            written += n
-            p = torch.softmax(logits[-1], dim=-1)
-            tok = int(p.argmax())
-            tokens.append(tok)
-            probs.append(float(p[tok]))
-            if tok in stop_ids or done(tokens):
+            logits, _ = target.forward(torch.tensor([ids]), cache, pos, mask[None, None], last_only=not lookahead)
+            # rows [1 + len(lookahead), V]: the next token after the feed, then after each guessed token
+            p = torch.softmax(logits[len(logits) - 1 - len(lookahead) :], dim=-1)
+            best = p.argmax(dim=-1)
+            chosen = p.gather(1, best[:, None])[:, 0]
+            taken, finished = 0, False
+            for j, (tok, prob) in enumerate(zip(best.tolist(), chosen.tolist(), strict=True)):
+                tokens.append(tok)
+                probs.append(prob)
+                if tok in stop_ids or done(tokens) or len(tokens) >= max_tokens:
+                    finished = True
+                    break
+                if j == len(lookahead) or tok != lookahead[j]:
+                    break  # the guess ends or is wrong here: ``tok`` is the next step's input
+                taken += 1
+            written += len(step_ids) + taken
+            if lookahead:
+                crop_cache(cache, start + written)  # drop the guessed tokens greedy decoding did not write
+            if finished:
                 break
-            step_ids = [tok]
+            step_ids, lookahead = [tokens[-1]], []
     finally:
         crop_cache(cache, start)
     return tokens, probs
@@ -94,13 +115,15 @@ def answer_after(
     stop_ids: set[int],
     max_tokens: int,
     done: Callable[[list[int]], bool],
+    guess: Sequence[int] = (),
 ) -> tuple[list[int], list[float]]:
     """A judge's trial answer at a boundary of this round: after the round's first ``keep`` tokens (the
-    bonus token, not yet cached, is fed when kept), the ``forced`` tokens, then greedy (``trial_answer``)."""
+    bonus token, not yet cached, is fed when kept), the ``forced`` tokens, then greedy (``trial_answer``,
+    which verifies ``guess`` on the way)."""
     assert where is not None, "begin_round() gives the judge the round's place in the cache first"
     visible = where.base + min(keep, where.accepted)
     feed = ([where.bonus] if keep > where.accepted else []) + list(forced)
-    return trial_answer(target, where.cache, visible, feed, stop_ids, max_tokens, done)
+    return trial_answer(target, where.cache, visible, feed, stop_ids, max_tokens, done, guess)
 
 
 def forced_answer(tokenizer, ids: Sequence[int], lead: str = "") -> str | None:
@@ -153,6 +176,7 @@ class ProbeJudge:
         self.prefix_ids = [*exit_ids, *prefix]
         self.stop_ids = stop_ids
         self.where: CacheRound | None = None
+        self.last: list[int] = []  # the previous trial answer: the next one's guess
 
     def begin_round(self, context: CacheRound) -> None:
         self.where = context
@@ -162,7 +186,8 @@ class ProbeJudge:
 
     def __call__(self, keep: int) -> tuple[bool, float]:
         ids, probs = answer_after(self.target, self.where, keep, self.prefix_ids, self.stop_ids, self.cfg.max_tokens,
-                                  self._closed)  # fmt: skip
+                                  self._closed, self.last)  # fmt: skip
+        self.last = ids
         score = answer_confidence(self.tok, ids, probs)
         return score > self.cfg.threshold, score
 
@@ -192,6 +217,7 @@ class AgreementJudge:
         self.counts: dict[str, int] = {}
         self.answers: list[str | None] = []  # every trial answer's key, in order (telemetry)
         self.where: CacheRound | None = None
+        self.last: list[int] = []  # the previous trial answer: the next one's guess
 
     def begin_round(self, context: CacheRound) -> None:
         self.where = context
@@ -201,7 +227,8 @@ class AgreementJudge:
 
     def __call__(self, keep: int) -> tuple[bool, float]:
         ids, _ = answer_after(self.target, self.where, keep, self.exit_ids, self.stop_ids, self.cfg.max_tokens,
-                              self._closed)  # fmt: skip
+                              self._closed, self.last)  # fmt: skip
+        self.last = ids
         key = answer_key(forced_answer(self.tok, ids, self.lead))
         self.answers.append(key)
         if key is None:
