@@ -73,6 +73,53 @@ def test_deep_in_a_trace_the_planner_verifies_fewer_nodes():
     assert planner.target_scale.value == pytest.approx(1.0)
 
 
+def _sized_rounds(table, truth, rounds: int = 200, w: float = 0.9, nodes: int = 12) -> tuple[list[int], list[float]]:
+    """Rounds of a planner with cost ``table`` whose forwards of k tokens really take ``truth(k)`` ms, over
+    a chain whose i-th node is accepted with chance w^i: the sizes it verified, and the true rate by size."""
+    sizes = tuple(range(1, 17))
+    cost = RoundCost(key="t", sizes=sizes, target_ms=tuple(table(k) for k in sizes), draft_sizes=(1, 8),
+                     draft_step_ms=(1.0, 1.5), commit_sizes=(1, 8), commit_ms=(0.5, 0.8), facts={})  # fmt: skip
+    planner = AutoTreePlanner(cost, max_nodes=nodes, max_depth=nodes)
+    ws = [w ** (i + 1) for i in range(nodes)]
+    verified = []
+    for _ in range(rounds):
+        n, _ = planner.best_size(ws, 1, 1.0)
+        planner.observe(drafted=True, tree_probs=ws[:n], tree_depths=list(range(1, n + 1)), accepted=n,
+                        n_verified=1 + n, round_ms=truth(1 + n) + 2.0, target_ms=truth(1 + n), draft_ms=1.0,
+                        draft_steps=n, tokens=n + 1)  # fmt: skip
+        verified.append(1 + n)
+    fixed = 1.0 + planner.overhead.value
+    true_rate = [0.0] + [(1 + sum(ws[: k - 1])) / (fixed + truth(k)) for k in range(1, nodes + 2)]
+    return verified, true_rate
+
+
+def _flat(k: int) -> float:
+    return 10.0 + 0.1 * (k - 1)
+
+
+def _steep(k: int) -> float:  # each token past the 4th costs 3 ms more
+    return _flat(k) + 3.0 * max(k - 4, 0)
+
+
+@pytest.mark.parametrize("table,truth", [(_steep, _flat), (_flat, _steep)], ids=["overstated", "understated"])
+def test_a_wrong_cost_table_is_corrected_by_what_forwards_of_each_size_take(table, truth):
+    """A table that overstates (understates) the cost of larger sizes is corrected size by size: the planner
+    tries the sizes next to the ones it measured and moves to where the true rate is higher, from a
+    plan that loses a quarter of the rate to one within 15% of the best."""
+    verified, rate = _sized_rounds(table, truth)
+    best = max(rate)
+    assert rate[verified[0]] < 0.75 * best
+    late = verified[-50:]
+    assert sum(rate[k] for k in late) / len(late) > 0.85 * best
+
+
+@pytest.mark.parametrize("cost", [_flat, _steep], ids=["flat", "steep"])
+def test_a_right_cost_table_costs_few_rounds_of_trying_other_sizes(cost):
+    verified, rate = _sized_rounds(cost, cost)
+    best = max(range(len(rate)), key=rate.__getitem__)
+    assert verified[0] == best and sum(k != best for k in verified[-100:]) <= 6
+
+
 def brute_best(planner: AutoTreePlanner, probs: list[float], pending: int, draft_ms: float) -> float:
     rates = [planner.rate(sum(probs[:n]), draft_ms, pending + n) for n in range(min(len(probs), planner.max_nodes) + 1)]
     return max(rates)

@@ -16,8 +16,8 @@ as under forced acceptance, never takes a sibling: one factor for both made sibl
 the top child's shortfall and kept them in the tree instead of a deeper chain), capped by what its
 parent's chance leaves after its higher-ranked siblings (a child is accepted only with its parent, and at
 most one child is), D the draft steps spent, V(k) the cost of a target forward of
-k tokens at the current cache length (measured at two contexts, interpolated, and scaled online by what
-forwards really took) and O the rest of a round
+k tokens at the current cache length (measured at two contexts, interpolated, scaled online by what
+forwards really took, and corrected per size, see below) and O the rest of a round
 (verification, signals, Python), also learned online.  The planner
 
   * stops growing the tree when one more draft step is not expected to pay for itself,
@@ -25,6 +25,15 @@ forwards really took) and O the rest of a round
   * and turns speculation off when rounds with a tree yield fewer tokens per second than plain decoding
     would; it tries again after a back-off that doubles while speculation keeps losing (4 ... 64 rounds).
     While off, the draft's commits are deferred and done in one batch when speculation resumes.
+
+The cost table is timed once, on a machine whose timings drift (a VM's vary by up to 30% minute to
+minute), at two contexts, and extrapolated deeper; a wrong step in it (the measured 2k-token Qwen2.5-0.5B
+table made 5 tokens cost 12% more than 3, where generation measured the same time) keeps the planner away
+from sizes that would pay.  So each size verified keeps its own correction, measured time over the table's
+time, once forwarded SIZE_SEEN times; a size without one takes its neighbours', and the few sizes just
+above or below the measured ones, or one not verified for SIZE_STALE rounds, are assumed OPTIMISM cheaper
+(and a smaller size never dearer than a larger one), so that the planner tries them: a tree of another size is lossless
+(greedy or sampled), it only costs time, and what it costs is then measured.
 
 What a planner learned (its EMAs, whether speculation is on, the back-off) carries over to the next
 generation of the same engine (``PlannerMemory``), so a request does not pay again for probing a draft
@@ -37,6 +46,7 @@ them keeps the rejection sampler lossless.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 from dataclasses import dataclass
@@ -50,6 +60,10 @@ STALE = 16  # ... and it is trusted while that depth was verified within this ma
 LOOKAHEAD = 3  # draft steps the depth decision looks ahead
 SIB_PRIOR = 0.8  # accepted / predicted for a sibling before any was verified
 CONTEXT_STEP = 64  # cache positions after which the planner's cost-by-size table is recomputed
+SIZE_SEEN = 3  # forwards of one size before its own measured cost correction is trusted
+SIZE_STALE = 64  # ... and rounds after its last forward that it stays trusted (then it is tried afresh)
+OPTIMISM = 0.9  # an untried size just above the tried ones: this share of what its neighbour's correction says
+EXPLORE_SPAN = 4  # ... for this many sizes above the largest trusted one
 
 
 class Ema:
@@ -107,6 +121,9 @@ _CARRIED = (
     "depth_seen",
     "depth_age",
     "target_scale",
+    "size_rel",
+    "size_seen",
+    "size_age",
     "draft_scale",
     "overhead",
     "top1",
@@ -118,8 +135,12 @@ _CARRIED = (
 class AutoTreePlanner:
     """One generation's speculation plan.  Times are in milliseconds."""
 
-    def __init__(self, cost: RoundCost, max_nodes: int, max_depth: int, memory: PlannerMemory | None = None) -> None:
+    def __init__(self, cost: RoundCost, max_nodes: int, max_depth: int, memory: PlannerMemory | None = None,
+                 correct_sizes: bool = True) -> None:  # fmt: skip
+        """``correct_sizes``: correct the table size by size from measured forwards (False: a table given
+        as known, scaled only as a whole)."""
         self.cost, self.max_nodes, self.max_depth = cost, max_nodes, max_depth
+        self.correct_sizes = correct_sizes
         # per depth d (index d; 0 unused): accepted tokens at depth d per round, and the verified tree's
         # path-probability mass at depth d; c_d = their ratio (prior 0.8)
         self.depth_acc = [Ema(0.8) for _ in range(max_depth + 2)]
@@ -135,6 +156,11 @@ class AutoTreePlanner:
         self.sib_age = [0] * (max_depth + 2)
         self._factors: list[float] | None = None  # c_d by depth, recomputed after each observed round
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
+        # per verified size k: measured / predicted, forwards seen, rounds since the last one
+        self.size_rel: dict[int, Ema] = {}
+        self.size_seen: dict[int, int] = {}
+        self.size_age: dict[int, int] = {}
+        self._costs: list[float] | None = None  # corrected forward time by size at the table's context
         self.draft_scale = Ema(1.0)
         # the rest of a round: verification and Python (~5% of a forward) plus the draft's commit of the
         # accepted and bonus tokens (about 2)
@@ -167,7 +193,7 @@ class AutoTreePlanner:
     def _recall(self, m: PlannerMemory) -> None:
         for k, ema in m.emas.items():
             setattr(self, k, copy.deepcopy(ema))
-        self._factors = None
+        self._factors = self._costs = None
         self._backoff = m.backoff
         # speculation that was off stays off for the rest of its back-off (at least one round); a draft
         # that was on is judged afresh on the new request's rounds
@@ -179,10 +205,58 @@ class AutoTreePlanner:
         """The target's cache holds ``n`` positions this round: verification costs more deeper in a trace."""
         self.context = n
         if abs(n - self._table_context) >= CONTEXT_STEP:
-            self._table, self._table_context = [0.0], n
+            self._table, self._table_context, self._costs = [0.0], n, None
 
     def verify_ms(self, k: int) -> float:
-        return self.target_scale.value * self._target_table(k)
+        return self._cost_row(k)[k]
+
+    def _cost_row(self, k_max: int) -> list[float]:
+        """The target forward's expected time by size, 0 ... at least ``k_max``: the table at this context
+        times each size's correction (``_corrections``); never more for fewer tokens."""
+        if self._costs is None or len(self._costs) <= k_max:
+            self._target_table(k_max)
+            row = [c * t for c, t in zip(self._corrections(len(self._table)), self._table, strict=True)]
+            for k in range(len(row) - 2, 0, -1):  # a borrowed guess errs cheap, so it is tried and measured
+                row[k] = min(row[k], row[k + 1])
+            self._costs = row
+        return self._costs
+
+    def _corrections(self, n: int) -> list[float]:
+        """Measured / predicted forward time for sizes 0 ... n - 1.  A size forwarded SIZE_SEEN times has its
+        own: as measured while verified within SIZE_STALE rounds, OPTIMISM times that later (so that a size
+        left after a few slow forwards is tried again if it was close).  Others take it from the sizes that
+        have one: interpolated between two, the nearest one's below or above them, and OPTIMISM times that for
+        the EXPLORE_SPAN sizes next to them (so the planner's sizes move step by step where they pay).
+        Before any size has one: the common scale."""
+        own = {k: e.value * (1.0 if self.size_age[k] <= SIZE_STALE else OPTIMISM)
+               for k, e in self.size_rel.items() if self.size_seen[k] >= SIZE_SEEN}  # fmt: skip
+        if not own:
+            return [self.target_scale.value] * n
+        known = sorted(own)
+        out = []
+        for k in range(n):
+            i = bisect.bisect_left(known, k)
+            if i < len(known) and known[i] == k:
+                out.append(own[k])
+            elif i == 0:
+                low = known[0]
+                out.append(own[low] * (OPTIMISM if k >= low - EXPLORE_SPAN else 1.0))
+            elif i == len(known):
+                top = known[-1]
+                out.append(own[top] * (OPTIMISM if k <= top + EXPLORE_SPAN else 1.0))
+            else:
+                lo, hi = known[i - 1], known[i]
+                out.append(own[lo] + (own[hi] - own[lo]) * (k - lo) / (hi - lo))
+        return out
+
+    def _observe_size(self, k: int, ratio: float) -> None:
+        self.size_age = {j: a + 1 for j, a in self.size_age.items()}
+        if k not in self.size_rel or self.size_age[k] > SIZE_STALE:  # what it cost long ago no longer counts
+            self.size_rel[k] = Ema(ratio)
+            self.size_rel[k].reset()
+        self.size_rel[k].add(ratio)
+        self.size_seen[k] = self.size_seen.get(k, 0) + 1
+        self.size_age[k] = 0
 
     def _target_table(self, k: int) -> float:
         if k >= len(self._table):
@@ -235,12 +309,11 @@ class AutoTreePlanner:
     def best_size(self, weights: list[float], n_pending: int, draft_ms: float) -> tuple[int, float]:
         """(n, rate): how many nodes to verify, taken in the given order (descending acceptance chance,
         so that every prefix is a subtree); ``weights`` are their acceptance chances (``weight``)."""
-        s, fixed = self.target_scale.value, draft_ms + self.overhead.value
-        self._target_table(n_pending + self.max_nodes)
-        table = self._table
-        best_n, best = 0, 1.0 / (fixed + s * table[n_pending])
+        fixed = draft_ms + self.overhead.value
+        costs = self._cost_row(n_pending + self.max_nodes)
+        best_n, best = 0, 1.0 / (fixed + costs[n_pending])
         for n, total in enumerate(itertools.accumulate(weights[: self.max_nodes]), start=1):
-            r = (1.0 + total) / (fixed + s * table[n_pending + n])
+            r = (1.0 + total) / (fixed + costs[n_pending + n])
             if r > best:
                 best_n, best = n, r
         return best_n, best
@@ -284,7 +357,11 @@ class AutoTreePlanner:
         the target forward's and the draft's time, the round's time and the tokens it yielded."""
         pred = self.cost.target(n_verified, self.context)
         if pred > 0 and target_ms > 0:
-            self.target_scale.add(min(max(target_ms / pred, 0.2), 5.0))
+            ratio = min(max(target_ms / pred, 0.2), 5.0)
+            if self.correct_sizes:
+                self._observe_size(n_verified, ratio)
+            self.target_scale.add(ratio)
+            self._costs = None
         if draft_steps and self.cost.draft_step(1) > 0:
             self.draft_scale.add(min(max(draft_ms / (draft_steps * self.cost.draft_step(1)), 0.2), 5.0))
         self.overhead.add(max(round_ms - target_ms - draft_ms, 0.0))

@@ -117,7 +117,8 @@ class SpecExitGenerator:
         return cls(target, tokenizer, draft, **kw)
 
     def use_round_cost(self, cost: RoundCost) -> None:
-        """Plan ``--tree auto`` with these costs instead of measuring (tests, a known machine)."""
+        """Plan ``--tree auto`` with these costs instead of measuring (tests, a known machine): their shape is
+        taken as known (scaled as a whole by measured forwards, not corrected size by size)."""
         self._round_cost_override = cost
         self._planner_memory.clear()  # learned against the old costs
 
@@ -136,7 +137,8 @@ class SpecExitGenerator:
         if not tree_cfg.auto or not (isinstance(factory, type) and issubclass(factory, DraftProposer)):
             return None
         memory = self._planner_memory.get(_memory_key(tree_cfg, sampling))
-        return AutoTreePlanner(self.round_cost(tree_cfg.k), tree_cfg.budget, tree_cfg.depth, memory)
+        return AutoTreePlanner(self.round_cost(tree_cfg.k), tree_cfg.budget, tree_cfg.depth, memory,
+                               correct_sizes=self._round_cost_override is None)  # fmt: skip
 
     def _stop_ids(self) -> set[int]:
         gen_cfg = getattr(self.target.model, "generation_config", None)
