@@ -32,8 +32,8 @@ table made 5 tokens cost 12% more than 3, where generation measured the same tim
 from sizes that would pay.  So each size verified keeps its own correction, measured time over the table's
 time, once forwarded SIZE_SEEN times; a size without one takes its neighbours', and the few sizes just
 above or below the measured ones, or one not verified for SIZE_STALE rounds, are assumed OPTIMISM cheaper
-(and a smaller size never dearer than a larger one), so that the planner tries them: a tree of another size is lossless
-(greedy or sampled), it only costs time, and what it costs is then measured.
+(and a smaller size never dearer than a larger one), so that the planner tries them: a tree of another
+size is lossless (greedy or sampled), it only costs time, and what it costs is then measured.
 
 What a planner learned (its EMAs, whether speculation is on, the back-off) carries over to the next
 generation of the same engine (``PlannerMemory``), so a request does not pay again for probing a draft
@@ -62,8 +62,8 @@ SIB_PRIOR = 0.8  # accepted / predicted for a sibling before any was verified
 CONTEXT_STEP = 64  # cache positions after which the planner's cost-by-size table is recomputed
 SIZE_SEEN = 3  # forwards of one size before its own measured cost correction is trusted
 SIZE_STALE = 64  # ... and rounds after its last forward that it stays trusted (then it is tried afresh)
-OPTIMISM = 0.9  # an untried size just above the tried ones: this share of what its neighbour's correction says
-EXPLORE_SPAN = 4  # ... for this many sizes above the largest trusted one
+OPTIMISM = 0.9  # an untried size next to the measured ones (or a stale one): this share of the correction
+EXPLORE_SPAN = 4  # ... for this many sizes on either side of the measured ones
 
 
 class Ema:
@@ -121,7 +121,7 @@ _CARRIED = (
     "depth_seen",
     "depth_age",
     "target_scale",
-    "size_rel",
+    "size_scale",
     "size_seen",
     "size_age",
     "draft_scale",
@@ -157,7 +157,7 @@ class AutoTreePlanner:
         self._factors: list[float] | None = None  # c_d by depth, recomputed after each observed round
         self.target_scale = Ema(1.0)  # measured target forward / the cost table's prediction
         # per verified size k: measured / predicted, forwards seen, rounds since the last one
-        self.size_rel: dict[int, Ema] = {}
+        self.size_scale: dict[int, Ema] = {}
         self.size_seen: dict[int, int] = {}
         self.size_age: dict[int, int] = {}
         self._costs: list[float] | None = None  # corrected forward time by size at the table's context
@@ -229,7 +229,7 @@ class AutoTreePlanner:
         the EXPLORE_SPAN sizes next to them (so the planner's sizes move step by step where they pay).
         Before any size has one: the common scale."""
         own = {k: e.value * (1.0 if self.size_age[k] <= SIZE_STALE else OPTIMISM)
-               for k, e in self.size_rel.items() if self.size_seen[k] >= SIZE_SEEN}  # fmt: skip
+               for k, e in self.size_scale.items() if self.size_seen[k] >= SIZE_SEEN}  # fmt: skip
         if not own:
             return [self.target_scale.value] * n
         known = sorted(own)
@@ -251,10 +251,10 @@ class AutoTreePlanner:
 
     def _observe_size(self, k: int, ratio: float) -> None:
         self.size_age = {j: a + 1 for j, a in self.size_age.items()}
-        if k not in self.size_rel or self.size_age[k] > SIZE_STALE:  # what it cost long ago no longer counts
-            self.size_rel[k] = Ema(ratio)
-            self.size_rel[k].reset()
-        self.size_rel[k].add(ratio)
+        if k not in self.size_scale or self.size_age[k] > SIZE_STALE:  # what it cost long ago no longer counts
+            self.size_scale[k] = Ema(ratio)
+            self.size_scale[k].reset()
+        self.size_scale[k].add(ratio)
         self.size_seen[k] = self.size_seen.get(k, 0) + 1
         self.size_age[k] = 0
 
