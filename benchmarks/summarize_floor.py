@@ -14,6 +14,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for f in sorted(folder.glob("*.json")):
         r = json.loads(f.read_text())
+        if "methods" not in r:  # not a floor.py result (e.g. a trace_auto.py trace beside them)
+            continue
         m = r["methods"]
         best = m[r["best_fixed"]]
         auto = next(v for k, v in m.items() if k.startswith("auto"))
