@@ -45,6 +45,7 @@ def main() -> None:
         refs = [ids + gen.generate(input_ids=ids, mode="vanilla", max_new_tokens=a.new_tokens).token_ids
                 for ids in ids_list]  # fmt: skip
     rounds: list[dict] = []
+    passes: list[dict] = []  # per finished pass: its speed (a round's "pass" is how many finished before it)
     observe = auto_tree.AutoTreePlanner.observe
 
     def traced(self, **kw):
@@ -60,7 +61,6 @@ def main() -> None:
         return observe(self, **kw)
 
     auto_tree.AutoTreePlanner.observe = traced
-    passes: list[dict] = []
     for _ in range(a.passes):
         r = floor.run_method(gen, ids_list, "spec", parse_tree("auto"), a.new_tokens, refs)
         passes.append({"ms_per_token": r["ms_per_token"], "tokens_per_round": r["tokens_per_round"]})
