@@ -49,8 +49,11 @@ def main() -> None:
     observe = auto_tree.AutoTreePlanner.observe
 
     def traced(self, **kw):
+        parents = kw.get("tree_parents") or [i - 1 for i in range(len(kw["tree_probs"]))]
+        weights = self.tree_weights(kw["tree_probs"], kw["tree_depths"], parents)[2] if kw["tree_probs"] else []
         rounds.append({
             "pass": len(passes), "context": self.context, "verified": kw["n_verified"], "tokens": kw["tokens"],
+            "expected_tokens": round(1 + sum(weights), 3),
             "draft_steps": kw["draft_steps"], "depths": kw["tree_depths"], "parents": kw.get("tree_parents"),
             "path_probs": [round(p, 3) for p in kw["tree_probs"]],
             "target_ms": round(kw["target_ms"], 2), "expected_ms": round(self.verify_ms(kw["n_verified"]), 2),

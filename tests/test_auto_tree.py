@@ -184,6 +184,39 @@ def test_calibration_is_learned_per_depth():
     assert forced.weight(0.25, 2, parent_weight=0.3) == 0.3
 
 
+def _drawn_chain_rounds(planner: AutoTreePlanner, forced: bool, rounds: int, seed: int) -> tuple[float, float]:
+    """Rounds verifying 4-deep chains whose draft top-1 probability per step is drawn from U(0.3, 1); the
+    target accepts every top child (``forced``) or each step with that probability (a calibrated draft).
+    Returns the mean tokens accepted and the mean the planner predicted before each round."""
+    rng = random.Random(seed)
+    took = predicted = 0.0
+    for _ in range(rounds):
+        steps = [rng.uniform(0.3, 1.0) for _ in range(4)]
+        probs = list(itertools.accumulate(steps, lambda a, b: a * b))
+        weights: list[float] = []
+        for d, p in enumerate(probs, 1):
+            weights.append(planner.weight(p, d, weights[-1] if weights else 1.0))
+        accepted = 4 if forced else next((i for i, q in enumerate(steps) if rng.random() >= q), 4)
+        took, predicted = took + accepted, predicted + sum(weights)
+        planner.observe(drafted=True, tree_probs=probs, tree_depths=[1, 2, 3, 4], accepted=accepted, n_verified=5,
+                        round_ms=20.0, target_ms=10.0, draft_ms=2.0, draft_steps=4, tokens=accepted + 1)  # fmt: skip
+    return took / rounds, predicted / rounds
+
+
+@pytest.mark.parametrize("forced", [True, False], ids=["forced", "calibrated"])
+def test_the_capped_fit_predicts_the_tokens_a_chain_yields(forced):
+    """Under forced acceptance every top child is accepted whatever its probability: accepted / predicted
+    mass (1 / mean p) gave a node of below-mean probability a chance below 1, so chains were cut short.
+    Fitted with the caps, what the planner predicts for the next rounds matches what they accept, both there
+    and for a draft whose probabilities are the target's acceptance rates."""
+    planner = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
+    _drawn_chain_rounds(planner, forced, rounds=40, seed=0)  # learning
+    took, predicted = _drawn_chain_rounds(planner, forced, rounds=400, seed=1)
+    assert predicted == pytest.approx(took, rel=0.1)
+    if forced:
+        assert took == 4.0 and predicted > 3.8
+
+
 def test_an_unverified_depth_takes_the_factor_of_the_deepest_verified_one():
     # a draft whose chain the target always accepts, seen only at depth 1 (the planner never verified
     # deeper): where every depth kept its prior (0.8), a depth-2 node of path probability 0.25 counted 0.2
@@ -266,8 +299,11 @@ def test_first_children_and_their_siblings_are_calibrated_apart():
     _sibling_rounds(top_only, took_sibling_every=0)
     assert top_only.weight(0.5, 1) == pytest.approx(1.0, abs=0.02)
     assert top_only.weight(0.3, 1, first=False) < 0.02
-    # depth 2 holds two first children (of the top child and of the sibling): 1 accepted per 0.4 of mass
-    assert top_only.depth_factor(2) == pytest.approx(1 / 0.4, rel=0.05)
+    # depth 2 holds two first children: the top child's (0.25) and the sibling's (0.15), which cannot be
+    # accepted more often than the sibling (its cap ~0); fitted with the caps, the top child's is sure
+    # (factor 1 / 0.25), where accepted / mass (1 / 0.4) gave it 0.63
+    assert top_only.depth_factor(2) == pytest.approx(1 / 0.25, rel=0.05)
+    assert top_only.weight(0.25, 2, top_only.weight(0.5, 1)) == pytest.approx(1.0, abs=0.02)
     # siblings not verified for STALE rounds (chains only) are given their prior chance again, once
     _chain_rounds(top_only, [0.5, 0.25], accepted=2, rounds=STALE)
     assert top_only.depth_factor(1, first=False) < 0.05
@@ -327,8 +363,8 @@ def test_the_next_generation_starts_from_what_the_last_one_learned():
     assert runs[:3] == [(False, MIN_BACKOFF - 1), (True, MIN_JUDGED), (False, 2 * MIN_BACKOFF)]
     # memory is a copy: the next planner's learning does not change what the last one handed over
     m = nxt.memory()
-    nxt.depth_acc[1].add(0.0)
-    assert m.emas["depth_acc"][1].value != nxt.depth_acc[1].value
+    nxt.depth_fit[1].append((((0.123, 1.0),), 0.0))
+    assert m.emas["depth_fit"][1] != nxt.depth_fit[1]
     # a draft that was winning stays on, and its next request is judged on its own rounds
     winning = AutoTreePlanner(cost_table(1.0), max_nodes=64, max_depth=8)
     _feed(winning, on_tokens=4, on_ms=20.0, off_ms=10.0, rounds=20)

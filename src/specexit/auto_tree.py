@@ -8,9 +8,13 @@ pending tokens,
     w_i = min(c_d(i) p_i, w_parent(i) - sum of w over i's earlier siblings)
 
 with p_i the draft's path probability of node i (its score), w_i the chance the target accepts it: p_i
-times a calibration factor c_d of its depth d (accepted / predicted at that depth, learned online: a draft
-is often well calibrated at depth 1 and under- or over-confident deeper; a depth not yet verified often
-enough takes the factor of the deepest one that was), learned apart for a node's first (top-ranked)
+times a calibration factor c_d of its depth d (learned online: a draft is often well calibrated at depth 1
+and under- or over-confident deeper; a depth not yet verified often enough takes the factor of the deepest
+one that was).  For first children c_d is fitted with the cap: the factor whose capped predictions,
+sum of min(c_d p_i, cap_i) over the last FIT_ROUNDS rounds' nodes of depth d, add up to the tokens accepted
+there (a plain ratio, accepted / sum of p_i, left a target that takes the top child whatever its
+probability, as under forced acceptance, predicted at min(p_i / mean p, 1) < 1 per node, so the planner
+stopped chains early and kept siblings).  It is learned apart for a node's first (top-ranked)
 child and for its other children (a target that takes the draft's top token whatever its probability,
 as under forced acceptance, never takes a sibling: one factor for both made siblings look as likely as
 the top child's shortfall and kept them in the tree instead of a deeper chain), capped by what its
@@ -47,6 +51,7 @@ them keeps the rejection sampler lossless.
 from __future__ import annotations
 
 import bisect
+import collections
 import copy
 import itertools
 from dataclasses import dataclass
@@ -55,6 +60,10 @@ from .round_cost import RoundCost
 
 MIN_BACKOFF, MAX_BACKOFF = 4, 64
 MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower than plain decoding
+FIT_ROUNDS = 16  # rounds over which a depth's first-child factor is fitted
+PRIOR = 0.8  # accepted / predicted before a depth was verified; it weighs (1 - PRIOR_DECAY)^rounds seen
+PRIOR_DECAY = 0.15
+MAX_FACTOR = 1e4
 MIN_SEEN = 3  # rounds that verified a depth before its own calibration factor is trusted
 STALE = 16  # ... and it is trusted while that depth was verified within this many rounds with a tree
 LOOKAHEAD = 3  # draft steps the depth decision looks ahead
@@ -113,8 +122,7 @@ class PlannerMemory:
 
 
 _CARRIED = (
-    "depth_acc",
-    "depth_mass",
+    "depth_fit",
     "sib_acc",
     "sib_mass",
     "sib_age",
@@ -141,10 +149,9 @@ class AutoTreePlanner:
         as known, scaled only as a whole)."""
         self.cost, self.max_nodes, self.max_depth = cost, max_nodes, max_depth
         self.correct_sizes = correct_sizes
-        # per depth d (index d; 0 unused): accepted tokens at depth d per round, and the verified tree's
-        # path-probability mass at depth d; c_d = their ratio (prior 0.8)
-        self.depth_acc = [Ema(0.8) for _ in range(max_depth + 2)]
-        self.depth_mass = [Ema(1.0) for _ in range(max_depth + 2)]
+        # per depth d (index d; 0 unused), the last FIT_ROUNDS rounds that verified first children there:
+        # ((path probability, cap) of each, accepted 0/1); c_d is fitted to them (``_capped_fit``)
+        self.depth_fit: list[collections.deque] = [collections.deque(maxlen=FIT_ROUNDS) for _ in range(max_depth + 2)]
         self.depth_seen = [0] * (max_depth + 2)  # rounds that verified nodes of depth d
         self.depth_age = [0] * (max_depth + 2)  # rounds with a tree since depth d was last verified
         # the same for the other children (ranked below a first child): their own factor, no fallback to
@@ -286,8 +293,11 @@ class AutoTreePlanner:
         is expected to stay so.  (Continuing the trend geometrically, c_D (c_D / c_{D-1})^(d - D), was
         tried: the trained Qwen2.5-0.5B draft's trees grew to 21 nodes under forced acceptance, 0.54 of
         chain:4's speed.)  Before any depth is trusted every depth keeps its own value."""
-        n = len(self.depth_acc)
-        own = [1.0] + [self.depth_acc[d].value / max(self.depth_mass[d].value, 1e-6) for d in range(1, n)]
+        n = len(self.depth_fit)
+        own = [1.0]
+        for d in range(1, n):
+            prior = (1.0 - PRIOR_DECAY) ** self.depth_seen[d]
+            own.append(prior * PRIOR + (1.0 - prior) * _capped_fit(self.depth_fit[d]) if self.depth_fit[d] else PRIOR)
         out, deepest = list(own), 0
         for d in range(1, n):
             if self.depth_seen[d] >= MIN_SEEN and self.depth_age[d] <= STALE and deepest == d - 1:
@@ -300,6 +310,20 @@ class AutoTreePlanner:
         """The chance the target accepts a node of path probability ``prob`` at ``depth``; ``first``: the
         node is its parent's top-ranked child."""
         return min(self.depth_factor(depth, first) * prob, parent_weight)
+
+    def tree_weights(self, probs: list[float], depths: list[int], parents: list[int]
+                     ) -> tuple[list[bool], list[float], list[float]]:  # fmt: skip
+        """Per node of a tree (parents first, siblings in rank order, as the proposer makes them): whether it
+        is its parent's first child, its cap (what its parent's chance leaves after its higher-ranked
+        siblings) and its chance as the planner now weighs it."""
+        first, caps, weights = [], [], []
+        shared: dict[int, float] = {}  # parent -> the chance its children got so far
+        for p, d, par in zip(probs, depths, parents, strict=True):
+            first.append(par not in shared)
+            caps.append(max((weights[par] if par >= 0 else 1.0) - shared.get(par, 0.0), 0.0))
+            weights.append(self.weight(p, d, caps[-1], first[-1]))
+            shared[par] = shared.get(par, 0.0) + weights[-1]
+        return first, caps, weights
 
     def rate(self, weight_sum: float, draft_ms: float, n_verified: int) -> float:
         """Expected tokens per ms of a round that verifies ``n_verified`` tokens."""
@@ -390,28 +414,27 @@ class AutoTreePlanner:
             parents = [i - 1 for i in range(n)]
         if accepted_nodes is None:
             accepted_nodes = list(range(min(accepted, n)))
-        seen_parent: set[int] = set()
-        first = []  # node i is its parent's first (top-ranked) child: siblings come in rank order
-        for par in parents:
-            first.append(par not in seen_parent)
-            seen_parent.add(par)
         top = max(depths) + 1
-        mass = [[0.0] * top, [0.0] * top]  # [first, other][depth]
-        for p, d, f in zip(probs, depths, first, strict=True):
-            mass[0 if f else 1][d] += p
-        took = [[0.0] * top, [0.0] * top]
+        first, caps, _ = self.tree_weights(probs, depths, parents)
+        samples: list[list[tuple[float, float]]] = [[] for _ in range(top)]  # first children by depth
+        mass = [0.0] * top  # the other children's path-probability mass by depth
+        for p, d, f, cap in zip(probs, depths, first, caps, strict=True):
+            if f:
+                samples[d].append((p, cap))
+            else:
+                mass[d] += p
+        took = [[0.0] * top, [0.0] * top]  # [first, other][depth]
         for i in accepted_nodes:  # the accepted path holds one node of each depth up to its length
             took[0 if first[i] else 1][depths[i]] = 1.0
         self.depth_age = [a + 1 for a in self.depth_age]
         self.sib_age = [a + 1 for a in self.sib_age]
-        for d in range(1, min(top, len(self.depth_acc))):
-            if mass[0][d] > 0:
-                self.depth_mass[d].add(mass[0][d])
-                self.depth_acc[d].add(took[0][d])
+        for d in range(1, min(top, len(self.depth_fit))):
+            if samples[d]:
+                self.depth_fit[d].append((tuple(samples[d]), took[0][d]))
                 self.depth_seen[d] += 1
                 self.depth_age[d] = 0
-            if mass[1][d] > 0:
-                self.sib_mass[d].add(mass[1][d])
+            if mass[d] > 0:
+                self.sib_mass[d].add(mass[d])
                 self.sib_acc[d].add(took[1][d])
                 self.sib_age[d] = 0
         self._factors = None
@@ -438,3 +461,22 @@ class AutoTreePlanner:
                 self.on, self._on_rounds = True, 0
                 self.on_tokens.reset()
                 self.on_ms.reset()
+
+
+def _capped_fit(rounds: collections.deque) -> float:
+    """The smallest c with sum of min(c p, cap) over the rounds' nodes equal to the tokens they accepted
+    (that sum grows piecewise linearly in c, bending at each cap / p).  Where even every node at its cap
+    predicts fewer than were accepted (a target that takes the top child whatever the draft thinks), the
+    c that caps them all; where none was accepted, 0."""
+    took = sum(t for _, t in rounds)
+    nodes = [(cap / p, p, cap) for nodes, _ in rounds for p, cap in nodes if p > 0 and cap > 0]
+    if took <= 0 or not nodes:
+        return 0.0
+    nodes.sort()
+    slope, capped = sum(p for _, p, _ in nodes), 0.0  # the sum is capped + slope * c between bends
+    for bend, p, cap in nodes:
+        if capped + slope * bend >= took:
+            return (took - capped) / slope
+        capped += cap
+        slope -= p
+    return min(nodes[-1][0], MAX_FACTOR)
