@@ -27,7 +27,9 @@ forwards really took, and corrected per size, see below) and O the rest of a rou
   * stops growing the tree when one more draft step is not expected to pay for itself,
   * keeps the nodes most likely accepted up to the size that maximises the rate (possibly none),
   * and turns speculation off when rounds with a tree yield fewer tokens per second than plain decoding
-    would; it tries again after a back-off that doubles while speculation keeps losing (4 ... 64 rounds).
+    would; it tries again after a back-off that doubles while speculation keeps losing (4 ... 64 rounds,
+    or up to 1,024 where a probe loses so much that probing every 64 rounds would cost over 0.5%; a new
+    request starts at most 64 rounds from its first probe, since its text may suit the draft better).
     While off, the draft's commits are deferred and done in one batch when speculation resumes.
 
 The cost table is timed once, on a machine whose timings drift (a VM's vary by up to 30% minute to
@@ -54,11 +56,16 @@ import bisect
 import collections
 import copy
 import itertools
+import math
 from dataclasses import dataclass
 
 from .round_cost import RoundCost
 
 MIN_BACKOFF, MAX_BACKOFF = 4, 64
+# ... and further, up to LOSSY_BACKOFF, while a probe loses so much that probing every MAX_BACKOFF rounds
+# would cost more than PROBE_LOSS of plain decoding's speed (rounds with a tree dearer than plain ones by a
+# factor the draft's tokens do not repay: a weak draft on a CPU where verifying k tokens costs ~2x one)
+LOSSY_BACKOFF, PROBE_LOSS = 1024, 0.005
 MIN_JUDGED = 4  # rounds with a tree before speculation may be judged slower than plain decoding
 FIT_ROUNDS = 16  # rounds over which a depth's first-child factor is fitted
 PRIOR = 0.8  # accepted / predicted before a depth was verified; it weighs (1 - PRIOR_DECAY)^rounds seen
@@ -204,7 +211,7 @@ class AutoTreePlanner:
         self._backoff = m.backoff
         # speculation that was off stays off for the rest of its back-off (at least one round); a draft
         # that was on is judged afresh on the new request's rounds
-        self.on, self._off_left = m.on, (0 if m.on else max(m.off_left, 1))
+        self.on, self._off_left = m.on, (0 if m.on else min(max(m.off_left, 1), MAX_BACKOFF))
         self.stats.warm_start, self.stats.started_on = True, self.on
 
     # -- the cost model -----------------------------------------------------------------------------
@@ -447,11 +454,17 @@ class AutoTreePlanner:
     def rate_off(self) -> float:
         return self.off_tokens.value / self.off_ms.value
 
+    def _backoff_cap(self) -> int:
+        """MAX_BACKOFF, or the back-off at which a probe of MIN_JUDGED rounds, losing what the last one
+        lost, costs PROBE_LOSS of plain decoding's speed (at most LOSSY_BACKOFF)."""
+        loss = self.rate_off / max(self.rate_on, 1e-9) - 1.0  # extra time per token of a probing round
+        return max(MAX_BACKOFF, min(LOSSY_BACKOFF, math.ceil(MIN_JUDGED * loss / PROBE_LOSS)))
+
     def _switch(self) -> None:
         if self.on:
             if self._on_rounds >= MIN_JUDGED and self.rate_on < self.rate_off:
                 self.on, self._off_left = False, self._backoff
-                self._backoff = min(2 * self._backoff, MAX_BACKOFF)
+                self._backoff = min(2 * self._backoff, self._backoff_cap())
                 self.stats.switches_off += 1
             elif self._on_rounds >= MIN_JUDGED and self.rate_on > 1.1 * self.rate_off:
                 self._backoff = MIN_BACKOFF  # speculation is winning: a later loss backs off briefly
