@@ -482,7 +482,7 @@ def _capped_fit(rounds: collections.deque) -> float:
     predicts fewer than were accepted (a target that takes the top child whatever the draft thinks), the
     c that caps them all; where none was accepted, 0."""
     took = sum(t for _, t in rounds)
-    nodes = [(cap / p, p, cap) for nodes, _ in rounds for p, cap in nodes if p > 0 and cap > 0]
+    nodes = [(cap / p, p, cap) for group, _ in rounds for p, cap in group if p > 0 and cap > 0]
     if took <= 0 or not nodes:
         return 0.0
     nodes.sort()
