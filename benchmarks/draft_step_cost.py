@@ -36,15 +36,9 @@ def _ms(fn, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--context", type=int, default=2048)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=50)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    gen, draft = floor.load(a.model, a.dtype)
+    a, gen, draft = floor.load_from_args(ap, "smollm2-135m")
     dec = decoder_for(gen.draft)
     hidden, c = gen.draft.cfg.hidden_size, a.context
     rows = {}

@@ -116,6 +116,19 @@ def load(
     return gen, desc
 
 
+def load_from_args(ap: argparse.ArgumentParser, model: str) -> tuple[argparse.Namespace, SpecExitGenerator, str]:
+    """For the scripts beside this one: add --model (default ``model``), --dtype (bf16), --threads and --out
+    to ``ap``, parse, set the thread count and load the model and its draft."""
+    ap.add_argument("--model", default=model)
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    gen, draft = load(a.model, a.dtype)
+    return a, gen, draft
+
+
 def prompts(gen: SpecExitGenerator, dataset: str, n: int, context: int) -> list[list[int]]:
     from specexit.bench.datasets import load_dataset
 

@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import floor  # benchmarks/floor.py: its loader, prompts and perfect draft
 
@@ -27,18 +25,12 @@ from specexit.machine import machine_info
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b")
-    ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--accept", choices=["draft", "forced"], default="draft")
     ap.add_argument("--context", type=int, default=0)
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--passes", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    gen, draft = floor.load(a.model, a.dtype)
+    a, gen, draft = floor.load_from_args(ap, "qwen2.5-coder-0.5b")
     ids_list = floor.prompts(gen, "gsm8k100", a.prompts, a.context)
     refs = None
     if a.accept == "forced":
