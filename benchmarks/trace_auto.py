@@ -41,8 +41,7 @@ def main() -> None:
     observe = auto_tree.AutoTreePlanner.observe
 
     def traced(self, **kw):
-        parents = kw.get("tree_parents") or [i - 1 for i in range(len(kw["tree_probs"]))]
-        weights = self.tree_weights(kw["tree_probs"], kw["tree_depths"], parents)[2] if kw["tree_probs"] else []
+        weights = self.tree_weights(kw["tree_probs"], kw["tree_depths"], kw.get("tree_parents"))[2]
         rounds.append({
             "pass": len(passes), "context": self.context, "verified": kw["n_verified"], "tokens": kw["tokens"],
             "expected_tokens": round(1 + sum(weights), 3),

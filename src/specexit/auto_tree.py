@@ -304,7 +304,7 @@ class AutoTreePlanner:
         own = [1.0]
         for d in range(1, n):
             prior = (1.0 - PRIOR_DECAY) ** self.depth_seen[d]
-            own.append(prior * PRIOR + (1.0 - prior) * _capped_fit(self.depth_fit[d]) if self.depth_fit[d] else PRIOR)
+            own.append(prior * PRIOR + (1.0 - prior) * _capped_fit(self.depth_fit[d]))  # never seen: PRIOR
         out, deepest = list(own), 0
         for d in range(1, n):
             if self.depth_seen[d] >= MIN_SEEN and self.depth_age[d] <= STALE and deepest == d - 1:
@@ -318,18 +318,32 @@ class AutoTreePlanner:
         node is its parent's top-ranked child."""
         return min(self.depth_factor(depth, first) * prob, parent_weight)
 
-    def tree_weights(self, probs: list[float], depths: list[int], parents: list[int]
+    def child_weight(self, prob: float, depth: int, parent: int, weights: list[float], shared: dict[int, float]
+                     ) -> tuple[float, float]:  # fmt: skip
+        """(cap, chance) of the next child of ``parent`` (-1: the root) as a tree is made, parents first and
+        siblings in rank order: siblings exclude each other (one child at most is accepted), so in rank order
+        they share what their parent's chance (``weights[parent]``) leaves; ``shared`` (parent -> the chance
+        its children got so far) is updated, and the first one made is the parent's first child."""
+        first = parent not in shared
+        cap = max((weights[parent] if parent >= 0 else 1.0) - shared.get(parent, 0.0), 0.0)
+        w = self.weight(prob, depth, cap, first)
+        shared[parent] = shared.get(parent, 0.0) + w
+        return cap, w
+
+    def tree_weights(self, probs: list[float], depths: list[int], parents: list[int] | None = None
                      ) -> tuple[list[bool], list[float], list[float]]:  # fmt: skip
-        """Per node of a tree (parents first, siblings in rank order, as the proposer makes them): whether it
-        is its parent's first child, its cap (what its parent's chance leaves after its higher-ranked
-        siblings) and its chance as the planner now weighs it."""
+        """Per node of a tree made as the proposer makes it (``parents`` None: a chain, node i the first
+        child of node i - 1): whether it is its parent's first child, its cap and its chance as the planner
+        now weighs it (``child_weight``)."""
+        if parents is None:
+            parents = [i - 1 for i in range(len(probs))]
         first, caps, weights = [], [], []
-        shared: dict[int, float] = {}  # parent -> the chance its children got so far
+        shared: dict[int, float] = {}
         for p, d, par in zip(probs, depths, parents, strict=True):
             first.append(par not in shared)
-            caps.append(max((weights[par] if par >= 0 else 1.0) - shared.get(par, 0.0), 0.0))
-            weights.append(self.weight(p, d, caps[-1], first[-1]))
-            shared[par] = shared.get(par, 0.0) + weights[-1]
+            cap, w = self.child_weight(p, d, par, weights, shared)
+            caps.append(cap)
+            weights.append(w)
         return first, caps, weights
 
     def rate(self, weight_sum: float, draft_ms: float, n_verified: int) -> float:
@@ -416,11 +430,8 @@ class AutoTreePlanner:
                       accepted_nodes: list[int] | None) -> None:  # fmt: skip
         """Per depth and kind of child (first or other): the verified path-probability mass and whether the
         accepted path's node of that depth was of that kind."""
-        n = len(probs)
-        if parents is None:  # a chain: node i is the first child of node i - 1
-            parents = [i - 1 for i in range(n)]
-        if accepted_nodes is None:
-            accepted_nodes = list(range(min(accepted, n)))
+        if accepted_nodes is None:  # a chain's first ``accepted`` nodes
+            accepted_nodes = list(range(min(accepted, len(probs))))
         top = max(depths) + 1
         first, caps, _ = self.tree_weights(probs, depths, parents)
         samples: list[list[tuple[float, float]]] = [[] for _ in range(top)]  # first children by depth

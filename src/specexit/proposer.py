@@ -150,7 +150,7 @@ class DraftProposer:
                 base = scores[parent] if parent >= 0 else 0.0
                 if planner is not None and ranks[row]:
                     planner.observe_top1(math.exp(ranks[row][0]))
-                for r, (tok, rank) in enumerate(zip(ids[row], ranks[row], strict=True)):
+                for tok, rank in zip(ids[row], ranks[row], strict=True):
                     if rank == float("-inf"):  # q has fewer than k tokens (top-k / top-p cut)
                         break
                     tokens.append(tok)
@@ -158,11 +158,7 @@ class DraftProposer:
                     depths.append(depth)
                     scores.append(base + rank)
                     if planner is not None:  # the chance the target accepts this node
-                        # siblings exclude each other (one child at most is accepted): in rank order they share
-                        # what their parent's chance leaves
-                        up = (weights[parent] if parent >= 0 else 1.0) - shared.get(parent, 0.0)
-                        weights.append(planner.weight(math.exp(base + rank), depth, max(up, 0.0), first=r == 0))
-                        shared[parent] = shared.get(parent, 0.0) + weights[-1]
+                        weights.append(planner.child_weight(math.exp(base + rank), depth, parent, weights, shared)[1])
                     new.append(len(tokens) - 1)
             return new
 
